@@ -1,0 +1,205 @@
+"""Class-agnostic maskers: one interface, image in -> `Segments` out.
+
+* `felzenszwalb` — skimage.segmentation.felzenszwalb superpixels (the paper's default; CPU, no weights). The
+  image is segmented at `max_side` and the label map is resized back with nearest neighbour, so every pixel
+  belongs to exactly one segment. Felzenszwalb has no notion of confidence, so every score is 1.0.
+* `sam` — segment-anything's automatic mask generator with all of its parameters (MaskerConfig.sam). Scores are
+  SAM's predicted IoU. `implementation="fast"` uses our `models.sam_fast.FastSamMaskGenerator` (same masks,
+  faster) when that module imports, else segment-anything's `SamAutomaticMaskGenerator`.
+
+Both apply `min_area` then `max_masks` (largest first) and return masks in a deterministic order: area
+descending, ties broken by the first pixel in row-major order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from models.config import FelzenszwalbConfig, MaskerConfig, SamConfig
+from models.rle import encode_masks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Segments:
+    """Masks of one image. masks: bool [N,H,W]; scores: float32 [N]."""
+
+    masks: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self):
+        self.masks = np.asarray(self.masks, dtype=bool)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        if self.masks.ndim != 3 or len(self.masks) != len(self.scores):
+            raise ValueError(f"Segments needs masks [N,H,W] and scores [N], got {self.masks.shape} and {self.scores.shape}")
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    @property
+    def areas(self) -> np.ndarray:
+        return self.masks.reshape(len(self.masks), -1).sum(axis=1).astype(np.int64)
+
+    @property
+    def bboxes(self) -> np.ndarray:
+        """float32 [N,4] as (x, y, w, h), COCO style; zeros for an empty mask."""
+        out = np.zeros((len(self), 4), dtype=np.float32)
+        for i, m in enumerate(self.masks):
+            rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+            if len(rows):
+                out[i] = (cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1)
+        return out
+
+    def rles(self) -> list[bytes]:
+        return encode_masks(self.masks)
+
+
+def order_and_limit(masks: np.ndarray, scores: np.ndarray, min_area: int = 0, max_masks: int = 0) -> Segments:
+    """Drop masks below `min_area`, sort by (area desc, first pixel row-major), keep the first `max_masks`."""
+    masks = np.asarray(masks, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float32)
+    n = len(masks)
+    if n == 0:
+        return Segments(masks.reshape((0,) + masks.shape[1:]), scores.reshape(0))
+    flat = masks.reshape(n, -1)
+    areas = flat.sum(axis=1)
+    first = np.where(areas > 0, flat.argmax(axis=1), flat.shape[1])
+    keep = np.flatnonzero(areas >= max(min_area, 1))
+    order = keep[np.lexsort((first[keep], -areas[keep]))]
+    if max_masks and max_masks > 0:
+        order = order[:max_masks]
+    return Segments(masks[order], scores[order])
+
+
+def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    rows = np.minimum((np.arange(height) * labels.shape[0]) // height, labels.shape[0] - 1)
+    cols = np.minimum((np.arange(width) * labels.shape[1]) // width, labels.shape[1] - 1)
+    return labels[rows[:, None], cols[None, :]]
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"maskers expect an RGB image [H,W,3], got shape {image.shape}")
+    return image.astype(np.uint8, copy=False)
+
+
+class FelzenszwalbMasker:
+    def __init__(self, config: FelzenszwalbConfig, min_area: int = 0, max_masks: int = 0):
+        self.config, self.min_area, self.max_masks = config, min_area, max_masks
+
+    @property
+    def info(self) -> dict:
+        return {"kind": "felzenszwalb", **asdict(self.config), "min_area": self.min_area, "max_masks": self.max_masks}
+
+    def label_map(self, image: np.ndarray) -> np.ndarray:
+        """int label per pixel at the input size (every pixel in exactly one region)."""
+        from skimage.segmentation import felzenszwalb
+        from skimage.transform import resize
+
+        image = _check_image(image)
+        h, w = image.shape[:2]
+        small = image
+        side = self.config.max_side
+        if side and max(h, w) > side:
+            s = side / max(h, w)
+            size = (max(1, round(h * s)), max(1, round(w * s)))
+            small = (resize(image, size, order=1, anti_aliasing=True, preserve_range=True) + 0.5).astype(np.uint8)
+        labels = felzenszwalb(small, scale=self.config.scale, sigma=self.config.sigma, min_size=self.config.min_size)
+        return _resize_nearest(labels, h, w) if labels.shape != (h, w) else labels
+
+    def __call__(self, image: np.ndarray) -> Segments:
+        labels = self.label_map(image)
+        ids, first, areas = np.unique(labels.ravel(), return_index=True, return_counts=True)
+        keep = areas >= max(self.min_area, 1)
+        ids, first, areas = ids[keep], first[keep], areas[keep]
+        order = np.lexsort((first, -areas))
+        if self.max_masks and self.max_masks > 0:
+            order = order[: self.max_masks]
+        ids = ids[order]
+        masks = labels[None, :, :] == ids[:, None, None]
+        return Segments(masks, np.ones(len(ids), dtype=np.float32))
+
+    def batch(self, images: list[np.ndarray]) -> list[Segments]:
+        return [self(image) for image in images]
+
+
+GENERATOR_PARAMS = (
+    "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
+    "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor",
+    "min_mask_region_area",
+)
+
+
+def sam_generator_kwargs(config: SamConfig) -> dict:
+    """SamConfig -> the keyword arguments of SamAutomaticMaskGenerator (minus the model)."""
+    return {name: getattr(config, name) for name in GENERATOR_PARAMS} | {"output_mode": "binary_mask"}
+
+
+class SamMasker:
+    def __init__(self, config: SamConfig, min_area: int = 0, max_masks: int = 0, device: str = "auto"):
+        from models.device import resolve_device
+        from models.weights import load_sam
+
+        self.config, self.min_area, self.max_masks = config, min_area, max_masks
+        self.device = resolve_device(device)
+        self.model = load_sam(config.model_type, config.checkpoint).to(self.device)
+        self.generator, self.implementation = self._make_generator()
+
+    def _make_generator(self):
+        kwargs = sam_generator_kwargs(self.config)
+        if self.config.implementation == "fast":
+            try:
+                from models.sam_fast import FastSamMaskGenerator
+            except ImportError as exc:
+                log.warning("models.sam_fast unavailable (%s); using segment-anything's generator", exc)
+            else:
+                return FastSamMaskGenerator(self.model, **kwargs), "fast"
+        from segment_anything import SamAutomaticMaskGenerator
+
+        return SamAutomaticMaskGenerator(self.model, **kwargs), "reference"
+
+    @property
+    def info(self) -> dict:
+        return {"kind": "sam", **asdict(self.config), "implementation_used": self.implementation,
+                "min_area": self.min_area, "max_masks": self.max_masks}
+
+    def __call__(self, image: np.ndarray) -> Segments:
+        image = _check_image(image)
+        records = self.generator.generate(image)
+        return segments_from_sam(records, image.shape[:2], self.min_area, self.max_masks)
+
+    def batch(self, images: list[np.ndarray]) -> list[Segments]:
+        """Several images at once; the fast generator embeds them in batched encoder passes."""
+        images = [_check_image(image) for image in images]
+        if hasattr(self.generator, "generate_batch"):
+            all_records = self.generator.generate_batch(images)
+        else:
+            all_records = [self.generator.generate(image) for image in images]
+        return [
+            segments_from_sam(records, image.shape[:2], self.min_area, self.max_masks)
+            for records, image in zip(all_records, images, strict=True)
+        ]
+
+
+def segments_from_sam(records: list[dict], shape: tuple[int, int], min_area: int = 0, max_masks: int = 0) -> Segments:
+    """SamAutomaticMaskGenerator output (binary_mask mode) -> ordered, filtered Segments; score = predicted IoU."""
+    if not records:
+        return Segments(np.zeros((0, *shape), dtype=bool), np.zeros(0, dtype=np.float32))
+    masks = np.stack([np.asarray(r["segmentation"], dtype=bool) for r in records])
+    scores = np.array([r["predicted_iou"] for r in records], dtype=np.float32)
+    return order_and_limit(masks, scores, min_area, max_masks)
+
+
+def build_masker(config: MaskerConfig, device: str = "auto") -> Callable[[np.ndarray], Segments]:
+    """MaskerConfig -> callable(image uint8 [H,W,3]) -> Segments, with min_area and max_masks applied."""
+    if config.kind == "felzenszwalb":
+        return FelzenszwalbMasker(config.felzenszwalb, config.min_area, config.max_masks)
+    if config.kind == "sam":
+        return SamMasker(config.sam, config.min_area, config.max_masks, device=device)
+    raise ValueError(f"unknown masker kind '{config.kind}'; choose 'felzenszwalb' or 'sam'")

@@ -1,0 +1,103 @@
+"""Text encoders for label embeddings (labels.parquet) and class names at labelling time.
+
+* `clip` — CLIP's text tower with prompt-template ensembling: each text is embedded once per template
+  (TextEncoderConfig.templates), the unit vectors are averaged and renormalised (Radford et al., 2021).
+* `sentence` — any sentence-embedding model in transformers format (e.g. all-MiniLM-L6-v2): attention-mask mean
+  pooling over the last hidden state, unit-norm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.config import TextEncoderConfig
+from models.device import resolve_device
+from models.weights import load_pretrained
+
+
+class _Base:
+    config: TextEncoderConfig
+    dim: int
+
+    @property
+    def info(self) -> dict:
+        return {"model_id": self.config.model_id, "revision": self.config.revision, "kind": self.config.kind,
+                "dim": self.dim, **self._extra_info()}
+
+    def _extra_info(self) -> dict:
+        return {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """float32 [n, dim] unit vectors."""
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        bs = max(1, self.config.batch_size)
+        parts = [self._encode_batch(texts[i : i + bs]) for i in range(0, len(texts), bs)]
+        return torch.cat(parts).cpu().numpy().astype(np.float32)
+
+
+class ClipTextEncoder(_Base):
+    def __init__(self, config: TextEncoderConfig):
+        from transformers import AutoTokenizer, CLIPTextModelWithProjection
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = load_pretrained(CLIPTextModelWithProjection, config.model_id, config.revision,
+                                     what="CLIP text encoder").eval().to(self.device)
+        self.tokenizer = load_pretrained(AutoTokenizer, config.model_id, config.revision, what="CLIP tokenizer")
+        self.templates = tuple(config.templates) or ("{}",)
+        self.max_length = min(int(self.model.config.max_position_embeddings),
+                              int(getattr(self.tokenizer, "model_max_length", 77) or 77))
+        self.dim = int(self.model.config.projection_dim)
+
+    def _extra_info(self) -> dict:
+        return {"templates": list(self.templates)}
+
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+        with torch.inference_mode():
+            return F.normalize(self.model(**batch).text_embeds.float(), dim=-1)
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        total = sum(self._embed([t.format(x) for x in texts]) for t in self.templates)
+        return F.normalize(total, dim=-1)
+
+
+class SentenceTextEncoder(_Base):
+    def __init__(self, config: TextEncoderConfig, max_length: int = 128):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = load_pretrained(AutoModel, config.model_id, config.revision,
+                                     what="sentence text encoder").eval().to(self.device)
+        self.tokenizer = load_pretrained(AutoTokenizer, config.model_id, config.revision, what="sentence tokenizer")
+        self.max_length = max_length
+        self.dim = int(self.model.config.hidden_size)
+
+    def _extra_info(self) -> dict:
+        return {"pooling": "mean"}
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state.float()
+        weights = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+        return F.normalize(pooled, dim=-1)
+
+
+TextEncoder = ClipTextEncoder | SentenceTextEncoder
+
+
+def build_text_encoder(config: TextEncoderConfig) -> TextEncoder:
+    if config.kind == "clip":
+        return ClipTextEncoder(config)
+    if config.kind == "sentence":
+        return SentenceTextEncoder(config)
+    raise ValueError(f"unknown text encoder kind '{config.kind}'; choose 'clip' or 'sentence'")
