@@ -1,0 +1,172 @@
+"""End-to-end runs of the reference-set job on the DirectRunner with the tiny-random models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import build_index, schema
+from transforms import records
+from transforms.annotations import decode_label_map
+
+from .helpers import CLASSES, make_annotated_dataset, read_parts, rows
+
+
+def run_job(tiny_models, output: Path, *flags: str) -> dict:
+    argv = ["--output", str(output), "--preset", "tiny-random", "--cache_dir", tiny_models.cache_dir,
+            "--torch_threads", "1", *flags]
+    return build_index.run(argv, save_main_session=False)
+
+
+@pytest.fixture(scope="module")
+def annotated_run(tiny_models, tmp_path_factory):
+    """12 made-up annotated images + 2 undecodable files + 1 image without a label map, in 3 input shards."""
+    root = make_annotated_dataset(tmp_path_factory.mktemp("ann"))
+    (root / "images" / "empty.png").write_bytes(b"")
+    (root / "images" / "notes.jpg").write_text("not an image")
+    orphan = np.full((40, 40, 3), 128, dtype=np.uint8)
+    from PIL import Image
+
+    Image.fromarray(orphan).save(root / "images" / "orphan.png")
+    output = tmp_path_factory.mktemp("ref") / "reference"
+    manifest = run_job(tiny_models, output, "--label_source", "annotations", "--annotations", str(root),
+                       "--ignore_index", "0", "--num_shards", "3", "--min_label_count", "2", "--embedding_dtype",
+                       "float32")
+    return root, output, manifest
+
+
+def test_every_input_is_accounted_for(annotated_run):
+    root, output, manifest = annotated_run
+    inputs = {str(p) for p in (root / "images").iterdir()}
+    segments, dropped, failures = rows(output / "segments"), rows(output / "dropped"), rows(output / "failures")
+    seen = {r["image_uri"] for r in segments} | {r["image_uri"] for r in dropped} | {r["uri"] for r in failures}
+    assert seen == inputs
+    assert sorted((r["uri"].rsplit("/", 1)[-1], r["stage"]) for r in failures) == [
+        ("empty.png", "decode"), ("notes.jpg", "decode"), ("orphan.png", "label")]
+    counts = manifest["counts"]
+    assert counts["images_in"] == len(inputs) == 15
+    assert counts["images_failed"] == 3 and counts["images_processed"] == 12
+    assert counts["segments_kept"] == len(segments) and counts["dropped"] == len(dropped)
+
+
+def test_every_annotated_region_is_kept_or_dropped_with_a_reason(annotated_run):
+    root, output, manifest = annotated_run
+    expected = {}
+    for path in sorted((root / "labels").glob("*.png")):
+        ids = [i for i in np.unique(decode_label_map(path.read_bytes())) if i != 0]
+        uri = str(root / "images" / path.name)
+        expected.update({schema.segment_id(uri, k): CLASSES[i] for k, i in enumerate(ids)})
+    segments, dropped = rows(output / "segments"), rows(output / "dropped")
+    got = {r["segment_id"]: r["label"] for r in segments} | {r["segment_id"]: r["label"] for r in dropped}
+    assert got == expected  # same segments, each with the class its annotation gives
+    assert len(segments) + len(dropped) == len(expected) == manifest["counts"]["masks"]
+    assert {r["reason"] for r in dropped} <= set(schema.DROP_REASONS)
+    assert all(r["pair_score"] == 1.0 for r in segments)
+
+
+def test_outputs_follow_the_contract(annotated_run):
+    _, output, manifest = annotated_run
+    dim = manifest["dims"]["visual"]
+    labels = pq.read_table(output / "labels.parquet")
+    assert labels.schema == schema.labels_schema(manifest["dims"]["text"])
+    names = labels.column("label").to_pylist()
+    assert names == sorted(names) and labels.column("label_id").to_pylist() == list(range(len(names)))
+    label_of = dict(zip(labels.column("label_id").to_pylist(), names, strict=True))
+    kept_counts = {}
+    for part in sorted((output / "segments").glob("part-*.parquet")):
+        table = pq.read_table(part)
+        assert table.schema == schema.segments_schema(dim, "float32")
+        ids = table.column("segment_id").to_pylist()
+        assert ids == sorted(ids)
+        for row in table.to_pylist():
+            assert label_of[row["label_id"]] == row["label"]
+            assert records.shard_of(row["image_uri"], 3) == records.shard_from_name(part.name)
+            assert abs(np.linalg.norm(row["visual_embedding"]) - 1) < 1e-4
+            kept_counts[row["label"]] = kept_counts.get(row["label"], 0) + 1
+    assert dict(zip(names, labels.column("count").to_pylist(), strict=True)) == kept_counts
+    for part in sorted((output / "dropped").glob("part-*.parquet")):
+        assert pq.read_table(part).schema == schema.dropped_schema()
+    assert not list(output.rglob(".tmp-*"))
+
+
+def test_faiss_returns_each_segment_as_its_own_neighbour(annotated_run):
+    from pipeline.faiss_index import load_index, search
+
+    _, output, manifest = annotated_run
+    segments = read_parts(output / "segments")
+    vectors = np.asarray(segments.column("visual_embedding").to_pylist(), dtype=np.float32)
+    index, ids = load_index(str(output))
+    _, positions = search(index, vectors, 1)
+    np.testing.assert_array_equal(positions[:, 0], np.arange(len(vectors)))
+    assert ids.column("segment_id").to_pylist() == segments.column("segment_id").to_pylist()
+
+
+def test_manifest_records_models_counts_and_recall(annotated_run, tiny_models):
+    _, output, manifest = annotated_run
+    on_disk = json.loads((output / "manifest.json").read_text())
+    assert on_disk["counts"] == manifest["counts"]
+    assert manifest["schema_version"] == schema.SCHEMA_VERSION
+    assert manifest["model_info"]["visual"]["model_id"] == tiny_models.visual.model_id
+    assert manifest["model_info"]["text"]["dim"] == manifest["dims"]["text"] > 0
+    assert manifest["models"]["preset"] == "tiny-random"
+    assert manifest["index"]["recall_at_10"] >= 0.95 and manifest["index"]["n"] == manifest["counts"]["segments_kept"]
+    assert manifest["run_metrics"]["images_read"] == 13  # 12 + the orphan; 2 undecodable
+    assert manifest["run_metrics"]["images_failed"] == 3
+    assert manifest["params"]["num_shards"] == 3
+
+
+def test_real_photos_from_all_three_annotation_formats(real_data, tiny_models, tmp_path):
+    for dataset, ignore in (("voc2012", "255"), ("ade20k", "0"), ("camvid", "11")):
+        output = tmp_path / dataset
+        manifest = run_job(tiny_models, output, "--label_source", "annotations", "--annotations",
+                           str(real_data / dataset), "--ignore_index", ignore, "--max_side", "160",
+                           "--min_label_count", "1", "--skip_index")
+        n_images = len(list((real_data / dataset / "images").iterdir()))
+        counts = manifest["counts"]
+        assert counts["images_in"] == n_images and counts["images_failed"] == 0
+        assert counts["segments_kept"] + counts["dropped"] == counts["masks"] > n_images
+        classes = (real_data / dataset / "classes.txt").read_text().splitlines()
+        assert {r["label"] for r in rows(output / "segments")} <= set(classes)
+
+
+def test_captions_source(tiny_models, tmp_path):
+    from pipeline.samples import write_samples
+
+    written = write_samples(tmp_path / "samples")
+    captions = tmp_path / "samples" / "captions.jsonl"
+    lines = captions.read_text().splitlines()
+    captions.write_text("\n".join(lines[1:]) + "\n")  # the first image has no caption: its segments are unlabelled
+    output = tmp_path / "reference"
+    manifest = run_job(tiny_models, output, "--input", str(tmp_path / "samples" / "images"), "--captions",
+                       str(captions), "--max_side", "96", "--min_label_count", "1", "--felzenszwalb_min_size", "60")
+    counts = manifest["counts"]
+    assert counts["images_in"] == len(written) and counts["images_failed"] == 0
+    segments, dropped = rows(output / "segments"), rows(output / "dropped")
+    uncaptioned = str(written[0])
+    assert {r["reason"] for r in dropped if r["image_uri"] == uncaptioned} == {"unlabelled"}
+    assert not [r for r in segments if r["image_uri"] == uncaptioned]
+    # every masker segment is kept or dropped; a segment picked by two labels may be in segments twice
+    all_ids = {r["segment_id"] for r in segments} | {r["segment_id"] for r in dropped}
+    assert len(all_ids) == counts["masks"]
+    assert {r["reason"] for r in dropped} <= {"unpaired", "unlabelled", "too_small", "outlier", "duplicate"}
+    assert all(-1.0 <= r["pair_score"] <= 1.0 for r in segments)
+    caption_words = " ".join(json.loads(line)["caption"].lower() for line in lines[1:])
+    assert all(r["label"].split()[-1] in caption_words or r["label"][:-1] in caption_words for r in segments)
+    assert "clip" in manifest["model_info"] and manifest["index"]["n"] == counts["segments_kept"]
+
+
+def test_captioner_source(tiny_models, tmp_path):
+    """Generated captions (tiny random BLIP: arbitrary words) -> labels; whatever they are, the accounting holds."""
+    root = make_annotated_dataset(tmp_path / "data", n_images=3)
+    output = tmp_path / "reference"
+    manifest = run_job(tiny_models, output, "--input", str(root / "images"), "--label_source", "captioner",
+                       "--felzenszwalb_min_size", "40", "--skip_index")
+    counts = manifest["counts"]
+    assert counts["images_in"] == 3 and counts["images_failed"] == 0 and counts["masks"] > 3
+    segments, dropped = rows(output / "segments"), rows(output / "dropped")
+    assert len({r["segment_id"] for r in segments} | {r["segment_id"] for r in dropped}) == counts["masks"]
+    assert manifest["model_info"]["captioner"]["model_id"] == tiny_models.captioner.model_id

@@ -1,0 +1,46 @@
+"""Masks stage: the configured class-agnostic masker per image; masks leave this stage as COCO RLE.
+
+The masker is built with min_area=0 so that segments below the minimum area are *seen* and recorded as
+"too_small" drops (every masker segment is accounted for); `max_masks` still bounds memory inside the masker
+(it keeps the largest), so segments beyond it are never produced and are not counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from models.config import ModelsConfig
+from transforms.handlers import ItemModelHandler
+
+
+def segment_fields(masks: np.ndarray, scores: np.ndarray, min_area: int) -> dict:
+    """bool [N,H,W] masks -> the item fields every later stage reads (dense masks are not kept)."""
+    from models.maskers import Segments
+
+    segments = Segments(masks, scores)
+    areas = segments.areas
+    return {
+        "rles": segments.rles(),
+        "areas": areas,
+        "bboxes": segments.bboxes,
+        "keep": areas >= max(int(min_area), 1),
+    }
+
+
+class MaskerModelHandler(ItemModelHandler):
+    stage = "mask"
+    metrics_name = "masker"
+
+    def build(self, models: ModelsConfig):
+        from models.maskers import build_masker
+
+        unfiltered = dataclasses.replace(models.masker, min_area=0)
+        return build_masker(unfiltered, device=models.visual.device)
+
+    def apply(self, items: list[dict], masker) -> None:
+        min_area = self.models.masker.min_area
+        for item in items:
+            segments = masker(item["image"])
+            item.update(segment_fields(segments.masks, segments.scores, min_area))
