@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "transformers>=5.0,<6",
     "tokenizers>=0.21",
     "segment-anything==1.0",
+    "opencv-python-headless>=4.8",  # segment-anything needs cv2 when min_mask_region_area > 0
     "numpy>=1.26,<2.5",
     "pyarrow>=15,<26",
     "protobuf<7",
