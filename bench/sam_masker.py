@@ -31,7 +31,8 @@ import numpy as np
 import skimage.data
 import torch
 
-IMAGES = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "cat", "motorcycle_left"]
+# Photos that ship inside scikit-image (no download); "cat" would repeat "chelsea".
+IMAGES = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "camera", "retina"]
 
 
 def build_model(name: str, checkpoint: str | None, device: str):

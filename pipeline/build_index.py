@@ -378,8 +378,10 @@ def run(argv=None, save_main_session: bool = True) -> dict:
 
 
 def main(argv=None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # Our own progress at INFO; third parties (Beam's default-runner notice, faiss probing its optional
+    # extensions) only from WARNING up.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("reme").setLevel(logging.INFO)
     manifest = run(argv)
     if not manifest:
         print("dry run: the job graph was built; nothing ran", file=sys.stderr)

@@ -15,10 +15,9 @@ SAMPLES = {
     "coffee": "A cup of coffee on a saucer with a spoon on a table.",
     "chelsea": "A ginger cat with green eyes sitting in front of a wall.",
     "rocket": "A rocket on the launch pad under a blue sky with trees.",
-    "cat": "A cat looking at the camera.",
+    "camera": "A man with a camera on a tripod standing on a grass field.",
     "immunohistochemistry": "A microscope picture of cells stained brown and blue.",
     "hubble_deep_field": "Many galaxies and stars in the dark sky.",
-    "motorcycle_left": "A red motorcycle parked in a garage.",
 }
 
 
