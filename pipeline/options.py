@@ -67,7 +67,10 @@ class ReferenceSetOptions(PipelineOptions):
         add("--clip_model", default=ClipConfig.model_id)
         add("--text_kind", choices=("clip", "sentence"), default=TextEncoderConfig.kind)
         add("--text_model", default=TextEncoderConfig.model_id)
+        add("--captioner_kind", choices=("blip", "llava"), default=CaptionerConfig.kind)
         add("--captioner_model", default=CaptionerConfig.model_id)
+        add("--captioner_prompt", default=None,
+            help='LLaVA prompt, e.g. "USER: <image>\\nDescribe the image. ASSISTANT:" (default: the model\'s own)')
         add("--device", default="auto", help="auto | cpu | cuda | cuda:N")
         # batching and model sharing (RunInference)
         add("--mask_batch_size", type=int, default=4)
@@ -176,7 +179,8 @@ def models_config(args: argparse.Namespace) -> ModelsConfig:
         clip=ClipConfig(model_id=args.clip_model, batch_size=max(ClipConfig.batch_size, args.clip_batch_size),
                         device=args.device),
         text=TextEncoderConfig(kind=args.text_kind, model_id=args.text_model, device=args.device),
-        captioner=CaptionerConfig(model_id=args.captioner_model, batch_size=args.caption_batch_size, device=args.device),
+        captioner=CaptionerConfig(kind=args.captioner_kind, model_id=args.captioner_model, prompt=args.captioner_prompt,
+                                  batch_size=args.caption_batch_size, device=args.device),
     )
 
 
