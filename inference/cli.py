@@ -16,11 +16,7 @@ import logging
 import sys
 
 from inference.datasets import DATASETS
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+from pipeline.options import OneLineArgumentParser
 
 
 def _fail(prog: str, message: str) -> None:
@@ -58,8 +54,8 @@ def _add_labelling_flags(p: argparse.ArgumentParser, index_required: bool = True
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="reme", description="Training-free open-vocabulary segmentation by retrieval (ReME).")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineArgumentParser(prog="reme", description="Training-free open-vocabulary segmentation by retrieval (ReME).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
 
     lab = sub.add_parser("label", help="label a folder, glob or gs:// prefix of images with any class names")
     _add_labelling_flags(lab)

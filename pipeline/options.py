@@ -94,8 +94,15 @@ class ReferenceSetOptions(PipelineOptions):
         add("--skip_index", action="store_true", help="write the shards and manifest but no FAISS index")
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit status 2), without the usage block."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m pipeline.build_index",
         description="Build a ReME reference set (segments + labels + FAISS index) with Apache Beam.",
         epilog="Any other flag goes to Beam (e.g. --runner DataflowRunner --project P --region R "
