@@ -10,7 +10,6 @@ size the pipeline's RunInference batching should reach (`--visual_batch_size`, `
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 import time
