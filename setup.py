@@ -52,5 +52,5 @@ setup(
     package_data={"pipeline": ["samples/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
-    entry_points={"console_scripts": ["reme=inference.cli:main"]},
+    entry_points={"console_scripts": ["reme=inference.cli:console_main"]},
 )

@@ -207,5 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def console_main() -> None:
+    """The `reme` console script: run, then leave without native-thread teardown (see exit_process)."""
+    from pipeline.options import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

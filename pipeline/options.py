@@ -101,6 +101,23 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
+def exit_process(code: int = 0) -> None:
+    """End a finished command-line run without interpreter teardown.
+
+    The job's outputs are written and committed by now. Torch, faiss, pyarrow and grpc each keep native thread
+    pools; tearing them down in interpreter finalisation occasionally aborted a finished run on a loaded machine
+    ("terminate called without an active exception", exit -6), so flush and leave directly instead.
+    """
+    import logging
+    import os
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog="python -m pipeline.build_index",
