@@ -52,7 +52,11 @@ class ItemModelHandler(ModelHandler[dict, dict, Any]):
         large_model: bool = False,
         model_copies: int | None = None,
     ):
-        super().__init__(min_batch_size=1, max_batch_size=max(1, max_batch_size), large_model=large_model,
+        # min == max: RunInference batches at the configured size (the best one measured with
+        # bench/embed_throughput.py) instead of BatchElements' adaptive ramp from 1, which on short bundles never
+        # reaches it; the last batch of a bundle may be smaller.
+        batch = max(1, max_batch_size)
+        super().__init__(min_batch_size=batch, max_batch_size=batch, large_model=large_model,
                          model_copies=model_copies)
         self.models = models
         self.torch_threads = torch_threads
