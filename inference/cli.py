@@ -208,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> None:
-    """The `reme` console script: run, then leave without native-thread teardown (see exit_process)."""
-    from pipeline.options import exit_process
+    """The `reme` console script: run, then leave without native-thread teardown (see run_command)."""
+    from pipeline.options import run_command
 
-    exit_process(main())
+    run_command(main)
 
 
 if __name__ == "__main__":

@@ -101,21 +101,34 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
-def exit_process(code: int = 0) -> None:
-    """End a finished command-line run without interpreter teardown.
+def run_command(main) -> None:
+    """Run a command-line entry point, then end the process without interpreter teardown.
 
-    The job's outputs are written and committed by now. Torch, faiss, pyarrow and grpc each keep native thread
-    pools; tearing them down in interpreter finalisation occasionally aborted a finished run on a loaded machine
-    ("terminate called without an active exception", exit -6), so flush and leave directly instead.
+    Torch, faiss, pyarrow and grpc each keep native thread pools; tearing them down in interpreter finalisation
+    occasionally aborted a run that had already finished, or already printed its one-line error, on a loaded
+    machine ("terminate called without an active exception", exit -6). By the time `main` returns or raises,
+    outputs are committed and messages printed, so flush and leave directly, with the status Python would give.
     """
     import logging
     import os
     import sys
+    import traceback
 
+    try:
+        code = main()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:  # SystemExit("message"): Python prints it and exits 1
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    os._exit(int(code or 0))
 
 
 def build_parser() -> argparse.ArgumentParser:
