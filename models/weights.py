@@ -7,6 +7,7 @@ for, and the fix. `HF_HUB_OFFLINE=1` is respected by transformers itself; we onl
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -56,6 +57,10 @@ def load_pretrained(cls, model_id: str, revision: str | None = None, what: str =
     `cls` is any transformers class with `from_pretrained` (a model, processor or tokenizer class).
     `model_id` is a hub id ("facebook/dinov2-base") or a local directory written by `save_pretrained`.
     """
+    if not Path(model_id).is_dir() and not hub_reachable():
+        # Without this, huggingface_hub retries an unreachable hub with backoff for ~25 s per file before
+        # failing; weights already in the local cache still load.
+        kwargs.setdefault("local_files_only", True)
     try:
         return _from_pretrained_quietly(cls, model_id, revision, what, **kwargs)
     except _hub_errors() as exc:
@@ -72,6 +77,23 @@ def load_pretrained(cls, model_id: str, revision: str | None = None, what: str =
             f"cannot load {what} '{model_id}'" + (f" (revision {revision})" if revision else "")
             + f" with {cls.__name__}: {fix} [{type(exc).__name__}: {_one_line(exc)}]"
         ) from exc
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub ($HF_ENDPOINT) answers a TCP connect; False at once when HF_HUB_OFFLINE is set."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

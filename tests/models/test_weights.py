@@ -114,3 +114,31 @@ def test_tiny_random_keeps_a_local_sentence_encoder(tiny_models):
                        text=dataclasses.replace(ModelsConfig().text, kind="sentence", model_id=minilm))
     assert resolve_models(cfg).text.model_id == minilm
     assert tiny_models.text.kind == "clip" and tiny_models.text.model_id == tiny_models.clip.model_id
+
+
+def test_unreachable_hub_loads_from_local_files_only(monkeypatch):
+    """No hub: one quick connect probe, then local files only (no ~25 s of huggingface_hub retry backoff),
+    and the promised one-line error when the model is not cached."""
+    from transformers import AutoConfig
+
+    from models import weights
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    weights.hub_reachable.cache_clear()
+    seen = {}
+    real = weights._from_pretrained_quietly
+
+    def spy(cls, model_id, revision, what, **kwargs):
+        seen.update(kwargs)
+        return real(cls, model_id, revision, what, **kwargs)
+
+    monkeypatch.setattr(weights, "_from_pretrained_quietly", spy)
+    try:
+        assert weights.hub_reachable() is False
+        with pytest.raises(weights.WeightsUnavailable, match="hub is unreachable") as info:
+            weights.load_pretrained(AutoConfig, "nobody/not-a-model", what="visual encoder")
+        assert seen.get("local_files_only") is True
+        assert "\n" not in str(info.value)
+    finally:
+        weights.hub_reachable.cache_clear()
