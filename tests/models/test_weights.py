@@ -123,7 +123,8 @@ def test_unreachable_hub_loads_from_local_files_only(monkeypatch):
 
     from models import weights
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for var in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
     weights.hub_reachable.cache_clear()
     seen = {}
