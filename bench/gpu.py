@@ -51,13 +51,13 @@ import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from bench.child import run_json_child  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -462,41 +462,13 @@ def run_child(args, section: str, timeout: float, sink) -> dict:
     """Run one section in a child process; forward its JSON lines; return a status row."""
     cmd = [sys.executable, "-m", "bench.gpu", "--section", section, "--section-budget", f"{timeout:.0f}"]
     cmd += child_argv(args)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryFile(mode="w+") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
-        timer = threading.Timer(timeout, proc.kill)  # kills this child only (its pid), never anything else
-        timer.start()
-        lines = 0
-        try:
-            for line in proc.stdout:
-                line = line.strip()
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    if line:
-                        print(line, file=sys.stderr)
-                    continue
-                if isinstance(row, dict):
-                    row.setdefault("section", section)
-                    sink(row)
-                    lines += 1
-            rc = proc.wait()
-        finally:
-            timer.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        seconds = time.perf_counter() - t0
-        err.seek(0)
-        tail = err.read()[-1500:]
-    status = {"bench": "gpu", "section": section, "kind": "status", "seconds": round(seconds, 1), "lines": lines,
-              "rc": rc}
-    if rc != 0:
-        timed_out = seconds >= timeout - 1
-        status["error"] = (f"killed at the section's {timeout:.0f} s limit" if timed_out
-                           else f"exited with status {rc}")
-        status["stderr_tail"] = tail
+    child = run_json_child(cmd, timeout, sink, tag={"section": section})
+    status = {"bench": "gpu", "section": section, "kind": "status", "seconds": round(child.seconds, 1),
+              "lines": child.lines, "rc": child.rc}
+    if child.rc != 0:
+        status["error"] = (f"killed at the section's {timeout:.0f} s limit" if child.timed_out
+                           else f"exited with status {child.rc}")
+        status["stderr_tail"] = child.stderr_tail
     return status
 
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+from bench.child import run_json_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,47 +55,14 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
 
 def run_one(name: str, module: str, flags: list[str], limit: int, sink) -> dict:
     """Run one benchmark script; forward its JSON lines to `sink`; return its status line."""
-    t0 = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    proc = subprocess.Popen([sys.executable, "-m", module, *flags], cwd=ROOT, env=env, text=True, bufsize=1,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    err_tail: list[str] = []
-
-    def drain_stderr() -> None:
-        for line in proc.stderr:
-            err_tail.append(line)
-            del err_tail[:-30]
-
-    reader = threading.Thread(target=drain_stderr, daemon=True)
-    reader.start()
-    timer = threading.Timer(limit, proc.kill)  # this child only, by its own handle
-    timer.start()
-    lines = 0
-    try:
-        for line in proc.stdout:
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            sink(row)
-            lines += 1
-        rc = proc.wait()
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(timeout=5)
-    seconds = time.perf_counter() - t0
+    child = run_json_child([sys.executable, "-m", module, *flags], limit, sink, env=env, echo_other=False)
     status = {"bench": "run_all", "script": name, "command": f"python -m {module} {' '.join(flags)}",
-              "seconds": round(seconds, 1), "rc": rc, "lines": lines}
-    if rc != 0:
-        status["error"] = f"killed at its {limit} s limit" if seconds >= limit - 1 else f"exit status {rc}"
-        status["stderr_tail"] = "".join(err_tail)[-1500:]
-    elif lines == 0:
+              "seconds": round(child.seconds, 1), "rc": child.rc, "lines": child.lines}
+    if child.rc != 0:
+        status["error"] = f"killed at its {limit} s limit" if child.timed_out else f"exit status {child.rc}"
+        status["stderr_tail"] = child.stderr_tail
+    elif child.lines == 0:
         status["error"] = "printed no JSON line"
     return status
 

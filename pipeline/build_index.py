@@ -35,7 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from models.config import ModelsConfig
 from pipeline import manifest as manifest_lib
 from pipeline import schema, storage
-from pipeline.options import build_parser, run_command, group_filter_config, models_config, validate
+from pipeline.options import build_parser, group_filter_config, models_config, run_command, validate
 from transforms import records, writers
 from transforms.annotations import AnnotateImage, read_classes
 from transforms.captions import AttachCaptionLabels, CaptionerModelHandler, read_captions
