@@ -3,6 +3,8 @@
 The same file packages the code for Dataflow workers (`--setup_file ./setup.py`).
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 # Pins that matter: torch/torchvision must match each other (segment-anything needs torchvision);
@@ -43,13 +45,12 @@ setup(
     name="reme",
     version="0.1.0",
     description="Training-free open-vocabulary segmentation by retrieval: Beam reference-set builder + labeller",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["models", "models.*", "transforms", "transforms.*", "pipeline", "pipeline.*",
                                     "inference", "inference.*"]),
-    package_data={"pipeline": ["samples/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["reme=inference.cli:console_main"]},
