@@ -118,30 +118,22 @@ def load_annotation(image_uri: str, annotations_dir: str, height: int, width: in
 # ---------------------------------------------------------------------------------------------------------
 # Beam shell
 # ---------------------------------------------------------------------------------------------------------
-import apache_beam as beam  # noqa: E402
-
-from transforms.failures import failure_row  # noqa: E402
+from transforms.handlers import ItemDoFn  # noqa: E402
 
 
-class AnnotateImage(beam.DoFn):
+class AnnotateImage(ItemDoFn):
     """item -> item with one segment per annotated class (RLE, area, bbox, keep) and `segment_labels`."""
+
+    stage = "label"
 
     def __init__(self, annotations_dir: str, class_names: list[str], ignore_index=(), min_area: int = 0):
         self.annotations_dir, self.class_names = annotations_dir, list(class_names)
         self.ignore_index, self.min_area = tuple(ignore_index), min_area
 
-    def process(self, item):
-        if item.get("failure") is not None:
-            yield item
-            return
+    def apply(self, item: dict) -> None:
         from transforms.masks import segment_fields
 
-        item = dict(item)
-        try:
-            label_map = load_annotation(item["uri"], self.annotations_dir, item["height"], item["width"])
-            names, masks = segments_from_label_map(label_map, self.class_names, self.ignore_index)
-            item.update(segment_fields(masks, np.ones(len(masks), dtype=np.float32), self.min_area))
-            item["segment_labels"] = names
-        except Exception as exc:
-            item["failure"] = failure_row(item["uri"], "label", exc)
-        yield item
+        label_map = load_annotation(item["uri"], self.annotations_dir, item["height"], item["width"])
+        names, masks = segments_from_label_map(label_map, self.class_names, self.ignore_index)
+        item.update(segment_fields(masks, np.ones(len(masks), dtype=np.float32), self.min_area))
+        item["segment_labels"] = names

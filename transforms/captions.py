@@ -68,12 +68,13 @@ def labels_from_captions(captions: list[str], extract: Callable[[str], list[str]
 import apache_beam as beam  # noqa: E402
 
 from models.config import ModelsConfig  # noqa: E402
-from transforms.failures import failure_row  # noqa: E402
-from transforms.handlers import ItemModelHandler, ModelBundle  # noqa: E402
+from transforms.handlers import ItemDoFn, ItemModelHandler, ModelBundle  # noqa: E402
 
 
-class AttachCaptionLabels(beam.DoFn):
+class AttachCaptionLabels(ItemDoFn):
     """item -> item with `captions` and candidate `labels` from the captions file (read once per worker)."""
+
+    stage = "label"
 
     def __init__(self, captions_path: str):
         self.captions_path = captions_path
@@ -85,19 +86,11 @@ class AttachCaptionLabels(beam.DoFn):
         self.captions = read_captions(self.captions_path)
         self.extract = labels_from_caption
 
-    def process(self, item):
-        if item.get("failure") is not None:
-            yield item
-            return
-        item = dict(item)
-        try:
-            item["captions"] = self.captions.get(caption_key(item["uri"]), [])
-            item["labels"] = labels_from_captions(item["captions"], self.extract)
-            if not item["captions"]:
-                self.uncaptioned.inc()
-        except Exception as exc:
-            item["failure"] = failure_row(item["uri"], "label", exc)
-        yield item
+    def apply(self, item: dict) -> None:
+        item["captions"] = self.captions.get(caption_key(item["uri"]), [])
+        item["labels"] = labels_from_captions(item["captions"], self.extract)
+        if not item["captions"]:
+            self.uncaptioned.inc()
 
 
 class CaptionerModelHandler(ItemModelHandler):

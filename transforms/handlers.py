@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler
 
 from models.config import ModelsConfig
@@ -100,3 +101,23 @@ class ItemModelHandler(ModelHandler[dict, dict, Any]):
 
     def get_metrics_namespace(self) -> str:
         return f"reme_{self.metrics_name}"
+
+
+class ItemDoFn(beam.DoFn):
+    """A per-image stage outside RunInference, with the handlers' failure rule: items that already failed pass
+    through untouched; an error marks only this item as failed at `stage`. Subclasses implement `apply(item)`,
+    which fills fields of a copy of the item."""
+
+    stage = "label"
+
+    def apply(self, item: dict) -> None:
+        raise NotImplementedError
+
+    def process(self, item):
+        if item.get("failure") is None:
+            item = dict(item)
+            try:
+                self.apply(item)
+            except Exception as exc:
+                item["failure"] = failure_row(item["uri"], self.stage, exc)
+        yield item

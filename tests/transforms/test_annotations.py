@@ -101,3 +101,25 @@ def test_load_annotation_missing_file(tmp_path):
     (tmp_path / "labels").mkdir()
     with pytest.raises(AnnotationError, match="no label map"):
         load_annotation(str(tmp_path / "images" / "x.jpg"), str(tmp_path), 4, 4)
+
+
+def test_annotate_image_marks_only_the_broken_item(tmp_path):
+    """The DoFn's failure rule: a missing label map fails that image at stage "label"; failed items pass as is."""
+    from transforms.annotations import AnnotateImage
+
+    (tmp_path / "labels").mkdir()
+    labels = np.zeros((4, 4), dtype=np.uint8)
+    labels[:, 2:] = 1
+    Image.fromarray(labels).save(tmp_path / "labels" / "ok.png")
+    fn = AnnotateImage(str(tmp_path), ["wall", "grass"])
+    base = {"height": 4, "width": 4, "image": np.zeros((4, 4, 3), np.uint8)}
+
+    (ok,) = fn.process({**base, "uri": str(tmp_path / "images" / "ok.jpg")})
+    assert ok.get("failure") is None and sorted(ok["segment_labels"]) == ["grass", "wall"]
+
+    (missing,) = fn.process({**base, "uri": str(tmp_path / "images" / "missing.jpg")})
+    assert missing["failure"]["stage"] == "label" and "no label map" in missing["failure"]["message"]
+
+    earlier = {"uri": "x.jpg", "failure": {"uri": "x.jpg", "stage": "decode", "error_type": "E", "message": "m"}}
+    (passed,) = fn.process(earlier)
+    assert passed is earlier
