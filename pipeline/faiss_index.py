@@ -677,30 +677,15 @@ def _plan_for_key(key: str, n: int, dim: int, budget: int) -> IndexPlan:
     ivf = faiss.try_extract_index_ivf(probe)
     if ivf is not None:
         nlist = int(ivf.nlist)
-        return IndexPlan(
-            key=key,
-            n_vectors=n,
-            dim=dim,
-            memory_budget_bytes=budget,
-            memory_estimate_bytes=-1,
-            train_size=min(n, max(TRAIN_POINTS_PER_LIST * nlist, MIN_TRAIN_SIZE), MAX_TRAIN_SIZE),
-            search_param="nprobe",
-            candidates=tuple(p for p in NPROBE_CANDIDATES if p <= nlist) or (1,),
-            nlist=nlist,
-            reason="index_key given by the caller",
-        )
-    hnsw = "HNSW" in key.split(",")[0]
-    return IndexPlan(
-        key=key,
-        n_vectors=n,
-        dim=dim,
-        memory_budget_bytes=budget,
-        memory_estimate_bytes=-1,
-        train_size=0 if probe.is_trained else min(n, 100_000),
-        search_param="efSearch" if hnsw else None,
-        candidates=EFSEARCH_CANDIDATES if hnsw else (),
-        reason="index_key given by the caller",
-    )
+        search = {"train_size": min(n, max(TRAIN_POINTS_PER_LIST * nlist, MIN_TRAIN_SIZE), MAX_TRAIN_SIZE),
+                  "search_param": "nprobe", "candidates": tuple(p for p in NPROBE_CANDIDATES if p <= nlist) or (1,),
+                  "nlist": nlist}
+    else:
+        hnsw = "HNSW" in key.split(",")[0]
+        search = {"train_size": 0 if probe.is_trained else min(n, 100_000),
+                  "search_param": "efSearch" if hnsw else None, "candidates": EFSEARCH_CANDIDATES if hnsw else ()}
+    return IndexPlan(key=key, n_vectors=n, dim=dim, memory_budget_bytes=budget, memory_estimate_bytes=-1,
+                     reason="index_key given by the caller", **search)
 
 
 # ---------------------------------------------------------------------------------------------------------------
