@@ -50,8 +50,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["models", "models.*", "transforms", "transforms.*", "pipeline", "pipeline.*",
-                                    "inference", "inference.*"]),
+                                    "inference", "inference.*", "refset", "refset.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
-    entry_points={"console_scripts": ["reme=inference.cli:console_main"]},
+    entry_points={"console_scripts": ["reme=pipeline.cli:console_main"]},
 )

@@ -41,8 +41,8 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from pipeline import schema  # noqa: E402
-from pipeline.faiss_index import (  # noqa: E402
+from refset import schema  # noqa: E402
+from refset.index import (  # noqa: E402
     _search_params,
     _set_search_params,
     build_index,

@@ -20,7 +20,7 @@ one costs that section only (its error becomes a JSON line) and the others still
              batch sizes 1..64, fp32 vs bf16.
   retrieval  per-image cost of labelling's retrieval, scoring and painting: a synthetic clustered reference set
              (bench.faiss_scale.Mixture, 200k unit vectors, d=768) indexed by the build step itself
-             (pipeline.faiss_index.build_index: chosen index, recall-tuned), 2,000 random labels, 20 classes;
+             (refset.index.build_index: chosen index, recall-tuned), 2,000 random labels, 20 classes;
              50 images of 480x640 with 100 segments each, in batches of 8 as the labeller does
              (inference.retrieval.search, inference.scoring.neighbour_scores/decide, inference.paint.paint).
              Also exact top-k by a torch matrix product on the device, for comparison.
@@ -365,7 +365,7 @@ def _reference_set(n_refs: int, dim: int, k: int) -> tuple:
         return None, sample(n_refs, 1), sample, {"index_key": None, "faiss_error": f"{type(e).__name__}: {e}"}
 
     from bench.faiss_scale import Mixture, read_all, write_data
-    from pipeline.faiss_index import build_index, load_index
+    from refset.index import build_index, load_index
 
     mixture = Mixture(dim=dim, clusters=max(10, min(3000, n_refs // 70)), intrinsic_dim=24, spread=0.6, noise=0.25,
                       seed=0)

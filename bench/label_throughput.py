@@ -49,8 +49,8 @@ def main() -> None:
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
 
-    from inference.cli import main as reme
     from pipeline.build_index import run as build_index
+    from pipeline.cli import main as reme
 
     work = Path(tempfile.mkdtemp(prefix="reme-bench-label-"))
     try:

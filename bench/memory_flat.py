@@ -191,7 +191,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="reme-memory-flat-"))
     cache_dir = args.cache_dir or str(work / "cache")
     script = Path(sys.executable).parent / "reme"
-    reme = [str(script)] if script.exists() else [sys.executable, "-m", "inference.cli"]
+    reme = [str(script)] if script.exists() else [sys.executable, "-m", "pipeline.cli"]
     try:
         index_result, index = bench_index(work, cache_dir, args.index_images, args.size)
         print(json.dumps(index_result), flush=True)

@@ -60,14 +60,14 @@ def plain_loop(data: Path, output: Path, cache: str, max_side: int) -> dict:
     import numpy as np
 
     from models.config import ModelsConfig
+    from models.images import decode_image
     from models.presets import resolve_models
-    from pipeline import schema, storage
     from pipeline.options import build_parser, models_config, validate
-    from transforms import records, writers
+    from refset import schema, staging, storage
     from transforms.captions import caption_key, labels_from_captions, read_captions
     from transforms.embed import PairingModelHandler, VisualModelHandler
     from transforms.group_filter import GroupFilterConfig, filter_group
-    from transforms.images import decode_image, list_inputs
+    from transforms.images import list_inputs
     from transforms.masks import MaskerModelHandler
     from transforms.pairing import image_results
 
@@ -117,10 +117,9 @@ def plain_loop(data: Path, output: Path, cache: str, max_side: int) -> dict:
     timings["group_filter"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if kept:
-        writers.write_rows(storage.join(str(output), schema.SEGMENTS_DIR, schema.shard_name(0)), kept,
+        staging.write_rows(storage.join(str(output), schema.SEGMENTS_DIR, schema.shard_name(0)), kept,
                            schema.segments_schema(len(kept[0]["visual_embedding"]), "float16"))
     timings["write"] = time.perf_counter() - t0
-    del records
     return {"images": len(uris), "pairs": len(pairs), "kept": len(kept),
             "stage_seconds": {k: round(v, 3) for k, v in timings.items()}}
 

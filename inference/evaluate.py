@@ -1,4 +1,4 @@
-"""`reme evaluate`: run the labeller over a benchmark's images (or take existing label maps) and score them.
+"""Scoring label maps against a benchmark's ground truth (`reme evaluate`; pipeline.label_job runs the labeller first).
 
 Predictions are label maps whose values are indices into the dataset's class list (what `reme label` writes when
 given that list), with the ignore value (255, or 65535 for 16-bit maps) meaning "unlabelled" (a miss).
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from inference import outputs
-from inference.datasets import Dataset, load_dataset, read_label
+from inference.datasets import Dataset, read_label
 from inference.metrics import ConfusionMatrix
 
 
@@ -55,28 +55,3 @@ def score_predictions(dataset: Dataset, predictions: str | os.PathLike) -> dict:
                     "missing_examples": missing[:10], "resized_predictions": resized,
                     "predictions": str(predictions)})
     return summary
-
-
-def evaluate_dataset(name: str, root: str, index: str | None = None, predictions: str | None = None,
-                     output: str | None = None, ignore_index: int | None = None, request_factory=None,
-                     overrides: dict | None = None, settings: dict | None = None, beam_args=None,
-                     progress: bool = True, overlay: bool = False) -> dict:
-    """Label the dataset's images with the reference set at `index` (unless `predictions` is given), then score."""
-    dataset = load_dataset(name, root, ignore_index)
-    if predictions is None:
-        from inference.label import prepare_job, run_job
-
-        if index is None or request_factory is None:
-            raise ValueError("evaluate needs an index (or --predictions)")
-        images_root = dataset.root / dataset.layout.images
-        output = output or str(Path(root).resolve().parent / f"reme-{name}")
-        request = request_factory(list(dataset.class_names))
-        # Exactly the benchmark's images (nested folders, split files), named relative to its image root.
-        job = prepare_job(index, [str(images_root)], output, request, overrides or {}, overlay=overlay,
-                          uris=[str(image) for _, image, _ in dataset], **(settings or {}))
-        summary = run_job(job, beam_args, progress=progress)
-        predictions = output
-        result = score_predictions(dataset, predictions)
-        result["label_failures"] = summary["failed"]
-        return result
-    return score_predictions(dataset, predictions)

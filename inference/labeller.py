@@ -82,7 +82,7 @@ class ImageLabels:
 
 class Labeller:
     def __init__(self, reference, class_text: np.ndarray, request: LabelRequest):
-        """reference: inference.reader.ReferenceSet; class_text: [C', Dt] text embeddings of the scored classes
+        """reference: refset.reader.ReferenceSet; class_text: [C', Dt] text embeddings of the scored classes
         (request.scored_columns order), made with the index's text encoder."""
         self.reference = reference
         self.request = request

@@ -1,4 +1,4 @@
-"""What `reme label` writes, and where (local or gs://, through pipeline.storage):
+"""What `reme label` writes, and where (local or gs://, through refset.storage):
 
     OUTPUT/<name>.png                 label map: palette PNG of class ids (16-bit greyscale when ids exceed 8 bits)
     OUTPUT/overlays/<name>.png        optional colour overlay with a legend of the classes present
@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from pipeline import storage
+from refset import storage
 
 OVERLAYS_DIR = "overlays"
 SEGMENTS_DIR = "segments"

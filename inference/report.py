@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageOps
 
-from pipeline import schema, storage
+from models.rle import decode_rle
+from refset import schema, storage
 
 REPORT_COLUMNS = ["segment_id", "image_uri", "width", "height", "bbox", "area", "mask_rle", "label_id", "label",
                   "pair_score", "quality"]
@@ -116,8 +117,6 @@ def thumbnail(image: np.ndarray, mask: np.ndarray, bbox, size: int = 96, pad: fl
 
 
 def _figure(row: dict, cache: _ImageCache) -> str:
-    from models.rle import decode_rle
-
     caption = f"q={row['quality']:.3f} p={row['pair_score']:.3f}"
     image = cache.get(row["image_uri"], int(row["width"]), int(row["height"]))
     if image is None:

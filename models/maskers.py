@@ -5,7 +5,7 @@
   belongs to exactly one segment. Felzenszwalb has no notion of confidence, so every score is 1.0.
 * `sam` — segment-anything's automatic mask generator with all of its parameters (MaskerConfig.sam). Scores are
   SAM's predicted IoU. `implementation="fast"` uses our `models.sam_fast.FastSamMaskGenerator` (same masks,
-  faster) when that module imports, else segment-anything's `SamAutomaticMaskGenerator`.
+  faster), `"reference"` segment-anything's `SamAutomaticMaskGenerator`.
 
 Both apply `min_area` then `max_masks` (largest first) and return masks in a deterministic order: area
 descending, ties broken by the first pixel in row-major order.
@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from models.config import FelzenszwalbConfig, MaskerConfig, SamConfig
+from models.device import resolve_device
 from models.rle import encode_masks
+from models.weights import load_sam
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +145,6 @@ def sam_generator_kwargs(config: SamConfig) -> dict:
 
 class SamMasker:
     def __init__(self, config: SamConfig, min_area: int = 0, max_masks: int = 0, device: str = "auto"):
-        from models.device import resolve_device
-        from models.weights import load_sam
-
         self.config, self.min_area, self.max_masks = config, min_area, max_masks
         self.device = resolve_device(device)
         self.model = load_sam(config.model_type, config.checkpoint).to(self.device)
@@ -154,12 +153,9 @@ class SamMasker:
     def _make_generator(self):
         kwargs = sam_generator_kwargs(self.config)
         if self.config.implementation == "fast":
-            try:
-                from models.sam_fast import FastSamMaskGenerator
-            except ImportError as exc:
-                log.warning("models.sam_fast unavailable (%s); using segment-anything's generator", exc)
-            else:
-                return FastSamMaskGenerator(self.model, **kwargs), "fast"
+            from models.sam_fast import FastSamMaskGenerator  # segment-anything + torchvision: SAM only
+
+            return FastSamMaskGenerator(self.model, **kwargs), "fast"
         from segment_anything import SamAutomaticMaskGenerator
 
         return SamAutomaticMaskGenerator(self.model, **kwargs), "reference"

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from models.config import ModelsConfig
-from models.weights import quiet_transformers
+from models.weights import build_tiny_sam, quiet_transformers
 
 PRESETS = ("default", "tiny-random")
 _VERSION = "v1"  # bump when a tiny model's architecture or tokenizer changes, so stale caches are not reused
@@ -236,6 +236,4 @@ def _save_tiny_llava(out: Path) -> None:
 
 
 def _save_tiny_sam(out: Path) -> None:
-    from models.weights import build_tiny_sam
-
     torch.save(build_tiny_sam().state_dict(), out / "sam_tiny.pth")

@@ -14,7 +14,7 @@ Two phases in one Beam pipeline:
     group-based filtering per label -> segments/, dropped/, failures/ (one part per input shard, rows sorted),
     labels.parquet. Phase B is deterministic, so a resumed run writes exactly the rows an uninterrupted run does.
 
-After the pipeline: the FAISS index (pipeline.faiss_index.build_index) and manifest.json.
+After the pipeline: the FAISS index (refset.index.build_index) and manifest.json.
 """
 
 from __future__ import annotations
@@ -32,11 +32,17 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
+from models.clip import ClipEncoder
 from models.config import ModelsConfig
-from pipeline import manifest as manifest_lib
-from pipeline import schema, storage
+from models.presets import resolve_models
+from models.text import build_text_encoder
+from models.visual import VisualEncoder
+from models.weights import WeightsUnavailable, load_pretrained
 from pipeline.options import build_parser, group_filter_config, models_config, run_command, validate
-from transforms import records, writers
+from refset import manifest as manifest_lib
+from refset import schema, staging, storage
+from refset.index import build_index
+from transforms import writers
 from transforms.annotations import AnnotateImage, read_classes
 from transforms.captions import AttachCaptionLabels, CaptionerModelHandler, read_captions
 from transforms.embed import PairingModelHandler, VisualModelHandler
@@ -118,7 +124,7 @@ def prepare(args: argparse.Namespace) -> RunPlan:
 
     digest = hashlib.sha1("\n".join(uris).encode("utf-8")).hexdigest()
     fingerprint = phase_a_fingerprint(args, models)
-    run_path = storage.join(output, records.RUN_FILE)
+    run_path = storage.join(output, staging.RUN_FILE)
     if storage.exists(run_path):
         previous = storage.read_json(run_path)
         if args.num_shards and args.num_shards != previous["num_shards"]:
@@ -135,7 +141,7 @@ def prepare(args: argparse.Namespace) -> RunPlan:
         num_shards = args.num_shards or max(1, math.ceil(len(uris) / args.images_per_shard))
         storage.write_json(run_path, {"num_shards": num_shards, "num_images": len(uris), "inputs_sha1": digest,
                                       "phase_a": fingerprint})
-    done = tuple(s for s in writers.done_shards(output) if s < num_shards)
+    done = tuple(s for s in staging.done_shards(output) if s < num_shards)
     if done:
         log.info("resuming: %d of %d input shards already committed", len(done), num_shards)
     return RunPlan(output=output, inputs=tuple(args.input), num_images=len(uris), num_shards=num_shards,
@@ -145,8 +151,6 @@ def prepare(args: argparse.Namespace) -> RunPlan:
 
 def preflight_weights(args: argparse.Namespace, models: ModelsConfig) -> None:
     """Stop before the pipeline when a needed model cannot be loaded (one line naming the model and the fix)."""
-    from models.presets import resolve_models
-    from models.weights import WeightsUnavailable
 
     try:
         resolved = resolve_models(models)
@@ -158,7 +162,6 @@ def preflight_weights(args: argparse.Namespace, models: ModelsConfig) -> None:
 
     from transformers import AutoConfig
 
-    from models.weights import load_pretrained
 
     needed = [("visual encoder", resolved.visual.model_id, resolved.visual.revision),
               ("text encoder", resolved.text.model_id, resolved.text.revision)]
@@ -246,7 +249,7 @@ def build_pipeline(p: beam.Pipeline, args: argparse.Namespace, plan: RunPlan) ->
         return {**row, "label_id": ids[row["label"]]}
 
     def by_shard(row, uri_field="image_uri"):
-        return records.shard_of(row[uri_field], num_shards), row
+        return staging.shard_of(row[uri_field], num_shards), row
 
     (
         kept
@@ -254,7 +257,7 @@ def build_pipeline(p: beam.Pipeline, args: argparse.Namespace, plan: RunPlan) ->
         | "SegmentsByShard" >> beam.Map(by_shard)
         | "GroupSegments" >> beam.GroupByKey()
         | "WriteSegments" >> beam.ParDo(writers.WriteFinalShard(
-            output, schema.SEGMENTS_DIR, _segments_schema(args.embedding_dtype), records.pair_sort_key))
+            output, schema.SEGMENTS_DIR, _segments_schema(args.embedding_dtype), staging.pair_sort_key))
     )
     (
         (staged.drops, filtered_out)
@@ -262,14 +265,14 @@ def build_pipeline(p: beam.Pipeline, args: argparse.Namespace, plan: RunPlan) ->
         | "DroppedByShard" >> beam.Map(by_shard)
         | "GroupDropped" >> beam.GroupByKey()
         | "WriteDropped" >> beam.ParDo(writers.WriteFinalShard(
-            output, schema.DROPPED_DIR, lambda rows: schema.dropped_schema(), records.drop_sort_key, "dropped_written"))
+            output, schema.DROPPED_DIR, lambda rows: schema.dropped_schema(), staging.drop_sort_key, "dropped_written"))
     )
     (
         staged.failures
         | "FailuresByShard" >> beam.Map(by_shard, "uri")
         | "GroupFailures" >> beam.GroupByKey()
         | "WriteFailures" >> beam.ParDo(writers.WriteFinalShard(
-            output, schema.FAILURES_DIR, lambda rows: schema.failures_schema(), records.failure_sort_key,
+            output, schema.FAILURES_DIR, lambda rows: schema.failures_schema(), staging.failure_sort_key,
             "failures_written"))
     )
 
@@ -278,9 +281,6 @@ def build_pipeline(p: beam.Pipeline, args: argparse.Namespace, plan: RunPlan) ->
 # After the pipeline: FAISS index + manifest
 # ---------------------------------------------------------------------------------------------------------
 def model_infos(args: argparse.Namespace, models: ModelsConfig) -> dict:
-    from models.presets import resolve_models
-    from models.text import build_text_encoder
-    from models.visual import VisualEncoder
 
     resolved = resolve_models(models)
     infos = {"visual": VisualEncoder(resolved.visual).info, "text": build_text_encoder(resolved.text).info}
@@ -291,7 +291,6 @@ def model_infos(args: argparse.Namespace, models: ModelsConfig) -> dict:
         infos["masker"] = {"kind": resolved.masker.kind, "min_area": resolved.masker.min_area,
                            "max_masks": resolved.masker.max_masks,
                            **dataclasses.asdict(getattr(resolved.masker, resolved.masker.kind))}
-        from models.clip import ClipEncoder
 
         infos["clip"] = ClipEncoder(resolved.clip).info
     if args.label_source == "captioner":
@@ -307,7 +306,6 @@ def finish(args: argparse.Namespace, plan: RunPlan, result) -> dict:
     elif counts["segments_kept"] == 0:
         index_info = {"skipped": "no segments were kept"}
     else:
-        from pipeline.faiss_index import build_index
 
         index_info = build_index(plan.output, memory_budget=args.memory_budget, recall_target=args.recall_target)
     params = {

@@ -23,6 +23,8 @@ from models.config import (
     TextEncoderConfig,
     VisualEncoderConfig,
 )
+from refset import storage
+from refset.index import parse_memory
 from transforms.group_filter import GroupFilterConfig
 
 LABEL_SOURCES = ("annotations", "captions", "captioner")
@@ -152,7 +154,6 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpa
         if args.captions:
             parser.error("--captions conflicts with --label_source annotations")
         if not args.input:
-            from pipeline import storage
 
             args.input = [storage.join(args.annotations, "images")]
     else:
@@ -184,7 +185,6 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpa
     if args.masker == "sam" and args.label_source != "annotations" and args.preset != "tiny-random" and not args.sam_checkpoint:
         parser.error("--masker sam needs --sam_checkpoint (local or gs:// .pth), or use --preset tiny-random")
     try:
-        from pipeline.faiss_index import parse_memory
 
         parse_memory(args.memory_budget)
     except (ImportError, ValueError) as exc:

@@ -19,12 +19,15 @@ import posixpath
 import numpy as np
 from PIL import Image
 
-from transforms.failures import StageError
+from models.errors import BadInput
+from refset import storage
+from transforms.handlers import ItemDoFn
+from transforms.masks import segment_fields
 
 LABEL_EXTENSION = ".png"
 
 
-class AnnotationError(StageError):
+class AnnotationError(BadInput):
     """The annotation of one image is missing or unusable."""
 
 
@@ -37,8 +40,6 @@ def parse_classes(text: str) -> list[str]:
 
 
 def read_classes(annotations_dir: str) -> list[str]:
-    from pipeline import storage
-
     path = storage.join(annotations_dir, "classes.txt")
     if not storage.exists(path):
         raise FileNotFoundError(f"annotations directory has no classes.txt: {path}")
@@ -50,8 +51,6 @@ def read_classes(annotations_dir: str) -> list[str]:
 
 def label_path_for(image_uri: str, annotations_dir: str) -> str:
     """labels/<stem>.png beside images/ in the annotations directory."""
-    from pipeline import storage
-
     stem = posixpath.splitext(posixpath.basename(image_uri))[0]
     return storage.join(annotations_dir, "labels", stem + LABEL_EXTENSION)
 
@@ -105,8 +104,6 @@ def segments_from_label_map(
 
 def load_annotation(image_uri: str, annotations_dir: str, height: int, width: int) -> np.ndarray:
     """The label map of `image_uri`, resized (nearest) to the decoded image's size."""
-    from pipeline import storage
-
     path = label_path_for(image_uri, annotations_dir)
     try:
         data = storage.read_bytes(path)
@@ -118,9 +115,6 @@ def load_annotation(image_uri: str, annotations_dir: str, height: int, width: in
 # ---------------------------------------------------------------------------------------------------------
 # Beam shell
 # ---------------------------------------------------------------------------------------------------------
-from transforms.handlers import ItemDoFn  # noqa: E402
-
-
 class AnnotateImage(ItemDoFn):
     """item -> item with one segment per annotated class (RLE, area, bbox, keep) and `segment_labels`."""
 
@@ -131,8 +125,6 @@ class AnnotateImage(ItemDoFn):
         self.ignore_index, self.min_area = tuple(ignore_index), min_area
 
     def apply(self, item: dict) -> None:
-        from transforms.masks import segment_fields
-
         label_map = load_annotation(item["uri"], self.annotations_dir, item["height"], item["width"])
         names, masks = segments_from_label_map(label_map, self.class_names, self.ignore_index)
         item.update(segment_fields(masks, np.ones(len(masks), dtype=np.float32), self.min_area))

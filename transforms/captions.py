@@ -10,6 +10,14 @@ import json
 import posixpath
 from collections.abc import Callable
 
+import apache_beam as beam
+
+from models.captioner import Captioner
+from models.config import ModelsConfig
+from models.nlp import labels_from_caption
+from refset import storage
+from transforms.handlers import ItemDoFn, ItemModelHandler, ModelBundle
+
 
 def caption_key(uri_or_name: str) -> str:
     """Captions are matched by file name: the base name of the image URI or of the caption's image field."""
@@ -47,8 +55,6 @@ def parse_captions(text: str) -> dict[str, list[str]]:
 
 
 def read_captions(path: str) -> dict[str, list[str]]:
-    from pipeline import storage
-
     return parse_captions(storage.read_bytes(path).decode("utf-8"))
 
 
@@ -65,12 +71,6 @@ def labels_from_captions(captions: list[str], extract: Callable[[str], list[str]
 # ---------------------------------------------------------------------------------------------------------
 # Beam shells
 # ---------------------------------------------------------------------------------------------------------
-import apache_beam as beam  # noqa: E402
-
-from models.config import ModelsConfig  # noqa: E402
-from transforms.handlers import ItemDoFn, ItemModelHandler, ModelBundle  # noqa: E402
-
-
 class AttachCaptionLabels(ItemDoFn):
     """item -> item with `captions` and candidate `labels` from the captions file (read once per worker)."""
 
@@ -81,8 +81,6 @@ class AttachCaptionLabels(ItemDoFn):
         self.uncaptioned = beam.metrics.Metrics.counter("reme", "images_without_caption")
 
     def setup(self):
-        from models.nlp import labels_from_caption
-
         self.captions = read_captions(self.captions_path)
         self.extract = labels_from_caption
 
@@ -100,9 +98,6 @@ class CaptionerModelHandler(ItemModelHandler):
     metrics_name = "captioner"
 
     def build(self, models: ModelsConfig):
-        from models.captioner import Captioner
-        from models.nlp import labels_from_caption
-
         return ModelBundle(captioner=Captioner(models.captioner), extract=labels_from_caption)
 
     def apply(self, items: list[dict], model) -> None:

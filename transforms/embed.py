@@ -13,8 +13,11 @@ import dataclasses
 
 import numpy as np
 
+from models.clip import ClipEncoder
 from models.config import ModelsConfig, TextEncoderConfig
 from models.rle import decode_masks
+from models.text import build_text_encoder
+from models.visual import VisualEncoder
 from transforms.handlers import ItemModelHandler, ModelBundle
 
 
@@ -33,8 +36,6 @@ class VisualModelHandler(ItemModelHandler):
     metrics_name = "visual"
 
     def build(self, models: ModelsConfig):
-        from models.visual import VisualEncoder
-
         return VisualEncoder(models.visual)
 
     def wants(self, item: dict) -> bool:
@@ -67,9 +68,6 @@ class PairingModelHandler(ItemModelHandler):
     LABEL_CACHE_SIZE = 50_000
 
     def build(self, models: ModelsConfig):
-        from models.clip import ClipEncoder
-        from models.text import build_text_encoder
-
         return ModelBundle(clip=ClipEncoder(models.clip), text=build_text_encoder(clip_text_config(models)),
                            label_cache={})
 

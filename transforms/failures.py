@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import re
 
-from pipeline import schema
+from refset import schema
 
 FAILURES_TAG = "failures"
 MAX_MESSAGE = 500
-
-
-class StageError(Exception):
-    """An input-specific error raised by a pure stage function, with the failure `reason` it should record."""
 
 
 _ADDRESS = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")

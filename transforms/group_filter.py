@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import apache_beam as beam
 import numpy as np
 
+from transforms.records import drop_row
+
 FIXED_SCALE = float(2**30)
 # Qualities within this of the cut are kept: the cut is a float from exact integer moments, a quality is a dot
 # product; a group of identical members (sd = 0) must not lose everyone to rounding.
@@ -169,8 +171,6 @@ class _Decide(beam.DoFn):
         self.rare = beam.metrics.Metrics.counter("reme", "dropped_rare_label")
 
     def process(self, row, means_1, means_2, moments_2):
-        from transforms.records import drop_row
-
         label = row["label"]
         count = means_1[label][0]
         mean_2 = unit_mean(means_2[label][1]) if label in means_2 else None
@@ -198,8 +198,6 @@ class GroupFilter(beam.PTransform):
         self.config = config
 
     def expand(self, pairs):
-        from transforms.records import drop_row
-
         config = self.config
         grouped = (
             pairs

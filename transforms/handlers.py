@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler
 
 from models.config import ModelsConfig
+from models.presets import resolve_models
 from transforms.failures import failure_row
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,6 @@ class ItemModelHandler(ModelHandler[dict, dict, Any]):
 
     # --- ModelHandler -------------------------------------------------------------------------------------
     def load_model(self):
-        from models.presets import resolve_models
-
         set_torch_threads(self.torch_threads)
         return self.build(resolve_models(self.models))
 

@@ -12,13 +12,12 @@ import dataclasses
 import numpy as np
 
 from models.config import ModelsConfig
+from models.maskers import Segments, build_masker
 from transforms.handlers import ItemModelHandler
 
 
 def segment_fields(masks: np.ndarray, scores: np.ndarray, min_area: int) -> dict:
     """bool [N,H,W] masks -> the item fields every later stage reads (dense masks are not kept)."""
-    from models.maskers import Segments
-
     segments = Segments(masks, scores)
     areas = segments.areas
     return {
@@ -34,8 +33,6 @@ class MaskerModelHandler(ItemModelHandler):
     metrics_name = "masker"
 
     def build(self, models: ModelsConfig):
-        from models.maskers import build_masker
-
         unfiltered = dataclasses.replace(models.masker, min_area=0)
         return build_masker(unfiltered, device=models.visual.device)
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import apache_beam as beam
 import numpy as np
+
+from refset import staging
+from transforms import records
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,7 @@ def image_results(item: dict, annotated: bool) -> dict[str, list[dict]]:
     Accounting: every segment the masker (or the annotation) produced ends up as a pair or a drop;
     a failed image is one failure row and nothing else.
     """
-    from transforms import records
-
-    out: dict[str, list[dict]] = {kind: [] for kind in records.KINDS}
+    out: dict[str, list[dict]] = {kind: [] for kind in staging.KINDS}
     if item.get("failure") is not None:
         out["failures"].append(item["failure"])
         return out
@@ -90,12 +92,10 @@ def image_results(item: dict, annotated: bool) -> dict[str, list[dict]]:
     return out
 
 
+
 # ---------------------------------------------------------------------------------------------------------
 # Beam shell
 # ---------------------------------------------------------------------------------------------------------
-import apache_beam as beam  # noqa: E402
-
-
 class FinishImage(beam.DoFn):
     """item -> (shard, (kind, row)) for every staging row of the image; counts what happened to it."""
 

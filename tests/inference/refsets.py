@@ -1,4 +1,4 @@
-"""Small reference sets written directly with pyarrow + faiss, following pipeline/schema.py (no index job)."""
+"""Small reference sets written directly with pyarrow + faiss, following refset/schema.py (no index job)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import schema
+from refset import schema
 
 VISUAL_INFO = {"model_id": "test/visual", "revision": None, "kind": "dinov2", "dim": 8}
 TEXT_INFO = {"model_id": "test/text", "revision": None, "kind": "clip", "dim": 4}

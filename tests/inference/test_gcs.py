@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from inference.labeller import Labeller, LabelRequest
-from inference.reader import ReferenceSet
 from inference.report import build_report
-from pipeline import storage
+from refset import storage
+from refset.reader import ReferenceSet
 from tests.inference.refsets import unit, write_reference_set
 from tests.support.gcs import gcs_emulator, gcs_prefix  # noqa: F401  (pytest fixtures)
 
@@ -38,9 +38,9 @@ def test_label_job_reads_and_writes_gcs(tmp_path, gcs_prefix, tiny_models):  # n
     """`reme label` with a gs:// reference set, gs:// input prefix and gs:// output (Beam GCS + gcsfs)."""
     import json
 
-    from inference import cli
     from inference.outputs import CLASSES_JSON
     from models.visual import VisualEncoder
+    from pipeline import cli
     from tests.inference.scenes import CLASSES, make_scenes, read_scene
 
     visual = VisualEncoder(tiny_models.visual)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from inference import cli
+from pipeline import cli
 from tests.inference.scenes import CLASSES, make_scenes, read_scene
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from inference.label import LabelJob, build_label_pipeline
 from inference.labeller import LabelRequest
 from models.config import ModelsConfig
+from pipeline.label_job import LabelJob, build_label_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 

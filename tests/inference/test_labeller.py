@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from inference.labeller import ClassListError, Labeller, LabelRequest, parse_classes
-from inference.reader import ReferenceSet
+from refset.reader import ReferenceSet
 from tests.inference.refsets import unit, write_reference_set
 
 
@@ -81,9 +81,9 @@ def test_label_dofn_isolates_a_broken_item(ref, tmp_path):
     """One item whose embeddings do not fit breaks the batched retrieval; only that item becomes a failure."""
     import apache_beam as beam
 
-    from inference.label import LabelAndWrite, LabelJob
     from models.config import ModelsConfig
     from models.rle import encode_masks
+    from pipeline.label_job import LabelAndWrite, LabelJob
 
     reference, centres = ref
     request = LabelRequest(("dog", "cat"), k=2)

@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from inference import outputs
-from inference.label import output_names
+from pipeline.label_job import output_names
 
 
 def test_output_names_stay_inside_the_output():

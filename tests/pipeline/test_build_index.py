@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import build_index, schema
-from transforms import records
+from pipeline import build_index
+from refset import schema, staging
 from transforms.annotations import decode_label_map
 
 from .helpers import CLASSES, make_annotated_dataset, read_parts, rows
@@ -84,7 +84,7 @@ def test_outputs_follow_the_contract(annotated_run):
         assert ids == sorted(ids)
         for row in table.to_pylist():
             assert label_of[row["label_id"]] == row["label"]
-            assert records.shard_of(row["image_uri"], 3) == records.shard_from_name(part.name)
+            assert staging.shard_of(row["image_uri"], 3) == staging.shard_from_name(part.name)
             assert abs(np.linalg.norm(row["visual_embedding"]) - 1) < 1e-4
             kept_counts[row["label"]] = kept_counts.get(row["label"], 0) + 1
     assert dict(zip(names, labels.column("count").to_pylist(), strict=True)) == kept_counts
@@ -94,7 +94,7 @@ def test_outputs_follow_the_contract(annotated_run):
 
 
 def test_faiss_returns_each_segment_as_its_own_neighbour(annotated_run):
-    from pipeline.faiss_index import load_index, search
+    from refset.index import load_index, search
 
     _, output, manifest = annotated_run
     segments = read_parts(output / "segments")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import build_index
-from transforms import writers
+from refset import staging
 
 from .helpers import make_annotated_dataset, snapshot
 
@@ -54,7 +54,7 @@ def test_kill_9_then_resume_matches_uninterrupted(tiny_models, tmp_path, seed):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # kill once the run has committed some shards (or at a random moment before), whichever comes first
     deadline = time.monotonic() + random.Random(seed).uniform(4.0, 12.0)
-    while time.monotonic() < deadline and process.poll() is None and len(writers.done_shards(str(output))) < 2:
+    while time.monotonic() < deadline and process.poll() is None and len(staging.done_shards(str(output))) < 2:
         time.sleep(0.05)
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)

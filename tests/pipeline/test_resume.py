@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline import build_index
-from transforms import records, writers
+from refset import staging
 
 from .helpers import make_annotated_dataset, make_captions, snapshot
 
@@ -35,29 +35,29 @@ def test_killed_after_some_shard_commits_resumes_to_identical_rows(tiny_models, 
 
     # Interrupt: the third shard commit dies half-way (pairs staged, no marker) and the run stops.
     interrupted = tmp_path / "interrupted"
-    real_write = writers.write_staged_shard
+    real_write = staging.write_staged_shard
     commits = []
 
     def dying_write(output, shard, rows_by_kind):
         if len(commits) == 2:
-            writers.write_rows(records.staging_path(output, "pairs", shard), [], records.pairs_staging_schema())
+            staging.write_rows(staging.staging_path(output, "pairs", shard), [], staging.pairs_staging_schema())
             raise Interrupted(f"killed while committing shard {shard}")
         real_write(output, shard, rows_by_kind)
         commits.append(shard)
 
-    monkeypatch.setattr(writers, "write_staged_shard", dying_write)
+    monkeypatch.setattr(staging, "write_staged_shard", dying_write)
     with pytest.raises(Exception, match="killed while committing"):
         run_job(tiny_models, interrupted, root, source=source)  # 5 shards from --images_per_shard (fixture below)
     monkeypatch.undo()
 
-    assert writers.done_shards(str(interrupted)) == sorted(commits) and len(commits) == 2
+    assert staging.done_shards(str(interrupted)) == sorted(commits) and len(commits) == 2
     assert not (interrupted / "segments").exists() and not (interrupted / "manifest.json").exists()
 
     manifest = run_job(tiny_models, interrupted, root, source=source)
     assert snapshot(interrupted)["segments"] == snapshot(uninterrupted)["segments"]
     assert snapshot(interrupted) == snapshot(uninterrupted)
     # committed shards were not read again: only the images of the other shards went through the models
-    done_images = sum(1 for p in (root / "images").iterdir() if records.shard_of(str(p), 5) in commits)
+    done_images = sum(1 for p in (root / "images").iterdir() if staging.shard_of(str(p), 5) in commits)
     metrics = manifest["run_metrics"]
     assert metrics["images_read"] + metrics.get("images_failed_decode", 0) == 17 - done_images
     assert manifest["run"]["resumed_shards"] == 2

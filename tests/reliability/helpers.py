@@ -30,7 +30,7 @@ def base_env(extra: dict | None = None) -> dict[str, str]:
 def reme_command() -> list[str]:
     """The installed console script (what users type), falling back to the module when not on PATH."""
     script = Path(sys.executable).parent / "reme"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "inference.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pipeline.cli"]
 
 
 def build_index_argv(inputs: str, output: str, captions: str, cache_dir: str, *extra: str) -> list[str]:

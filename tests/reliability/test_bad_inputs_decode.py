@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
+from models.images import ImageDecodeError, decode_image
 from tests.support.bad_inputs import check_decoded, write_bad_inputs
-from transforms.images import ImageDecodeError, decode_image
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_decompression_bomb_is_refused_without_allocating_it(matrix, request):
     assert path.stat().st_size < 100_000  # small on disk: that is what makes it a bomb
     script = textwrap.dedent(f"""
         import resource
-        from transforms.images import ImageDecodeError, decode_image
+        from models.images import ImageDecodeError, decode_image
         data = open({str(path)!r}, "rb").read()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:

@@ -1,7 +1,7 @@
 """GCS for real: `build_index` and `reme label` with gs:// input and output against the GCS emulator on 127.0.0.1.
 
 Inputs are listed and read through Beam's GCS filesystem (google-cloud-storage), outputs are written through
-gcsfs (pipeline.storage); the results must match the same commands run on local disk, and both accountings hold.
+gcsfs (refset.storage); the results must match the same commands run on local disk, and both accountings hold.
 """
 
 from __future__ import annotations

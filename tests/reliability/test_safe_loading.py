@@ -120,7 +120,7 @@ def test_a_reference_set_file_holding_a_pickle_is_refused_without_running(member
     with a clear error and the code never runs."""
     import shutil
 
-    from inference.reader import ReferenceSet
+    from refset.reader import ReferenceSet
 
     assert matrix_index.returncode == 0, matrix_index.stderr[-2000:]
     index = Path(shutil.copytree(matrix_index.output, tmp_path / "ref"))
@@ -155,7 +155,7 @@ ADVERSARIAL = [
 @pytest.mark.parametrize("root", ["", "/data", "/data/sub"])
 def test_output_names_cannot_escape_the_output_directory(uri, root):
     from inference import outputs
-    from pipeline import storage
+    from refset import storage
 
     name = outputs.output_name(uri, root)
     assert name and "/" not in name and "\\" not in name and "\x00" not in name

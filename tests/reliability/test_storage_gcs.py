@@ -1,4 +1,4 @@
-"""pipeline.storage and Beam's FileSystems against a real GCS API (the emulator on 127.0.0.1) and local disk.
+"""refset.storage and Beam's FileSystems against a real GCS API (the emulator on 127.0.0.1) and local disk.
 
 Every storage guarantee is checked on both back ends with the same test body: round trips, sorted listings that
 keep the scheme, atomic writes (all or nothing, no temp leftovers, even under kill -9), stale-listing safety.
@@ -13,7 +13,7 @@ import textwrap
 import pyarrow as pa
 import pytest
 
-from pipeline import storage
+from refset import storage
 from tests.support.gcs import gcs_emulator, gcs_prefix  # noqa: F401  (pytest fixtures)
 
 
@@ -139,7 +139,7 @@ def test_kill_9_during_atomic_write_leaves_no_file(where, tmp_path, request):
     target = storage.join(target_dir, "big.bin")
     script = textwrap.dedent(f"""
         import sys
-        from pipeline import storage
+        from refset import storage
         with storage.atomic_open({target!r}) as f:
             f.write(b"x" * (1 << 20))
             f.flush()

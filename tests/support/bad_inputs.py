@@ -27,7 +27,7 @@ GREEN = (30, 200, 30)
 class BadInput:
     name: str  # file name inside the directory
     outcome: str  # "processed" | "failure"
-    stage: str | None = None  # failure stage (pipeline.schema.FAILURE_STAGES) for failures
+    stage: str | None = None  # failure stage (refset.schema.FAILURE_STAGES) for failures
     reason: str | None = None  # regex the failure message must match (case-insensitive)
     shape: tuple[int, int] | None = None  # decoded (H, W) for processed cases, at full size
     check: Callable[[np.ndarray], None] | None = field(default=None, compare=False)

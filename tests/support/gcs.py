@@ -8,7 +8,7 @@ Both GCS clients the product uses are pointed at it through the environment, so 
   going anonymous. So `GOOGLE_APPLICATION_CREDENTIALS` names a fake *authorized_user* file holding an unexpired
   token (no refresh, no network; its token_uri is a closed port on 127.0.0.1 in case anything tries), and
   `NO_GCE_CHECK` stops google-auth from probing the GCE metadata server (an address other than 127.0.0.1).
-- gcsfs (fsspec, `pipeline.storage`) also reads `STORAGE_EMULATOR_HOST`; `FSSPEC_GCS_TOKEN=anon` makes it skip
+- gcsfs (fsspec, `refset.storage`) also reads `STORAGE_EMULATOR_HOST`; `FSSPEC_GCS_TOKEN=anon` makes it skip
   its credential search (which would also try the metadata server).
 
 Usage in a test module:

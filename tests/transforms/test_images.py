@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transforms.images import ImageDecodeError, decode_image, expand_input, list_inputs
+from models.images import ImageDecodeError, decode_image
+from transforms.images import expand_input, list_inputs
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline import schema, storage
+from refset import schema, staging, storage
 from transforms import records, writers
 
 
@@ -20,9 +20,9 @@ def segment_row(i: int, dim: int = 4) -> dict:
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_segments_table_has_the_contract_schema(dtype):
     rows = [segment_row(i) for i in range(3)]
-    table = writers.table_from_rows(rows, schema.segments_schema(4, dtype))
+    table = staging.table_from_rows(rows, schema.segments_schema(4, dtype))
     assert table.schema == schema.segments_schema(4, dtype)
-    back = writers.rows_from_table(table)
+    back = staging.rows_from_table(table)
     tolerance = 1e-3 if dtype == "float16" else 0
     for row, original in zip(back, rows, strict=True):
         np.testing.assert_allclose(row["visual_embedding"], original["visual_embedding"], atol=tolerance)
@@ -30,7 +30,7 @@ def test_segments_table_has_the_contract_schema(dtype):
 
 
 def test_empty_tables_keep_their_schema():
-    table = writers.table_from_rows([], schema.segments_schema(8, "float16"))
+    table = staging.table_from_rows([], schema.segments_schema(8, "float16"))
     assert table.num_rows == 0 and table.schema.field("visual_embedding").type == pa.list_(pa.float16(), 8)
 
 
@@ -43,10 +43,10 @@ def test_staged_shard_round_trip_and_marker_written_last(tmp_path, monkeypatch):
     order = []
     real_write = storage.write_bytes
     monkeypatch.setattr(storage, "write_bytes", lambda path, data: (order.append(path), real_write(path, data)))
-    writers.write_staged_shard(output, 7, {"pairs": [pair], "drops": [drop], "failures": [failure], "images": [image]})
-    assert order[-1] == records.done_marker(output, 7) and len(order) == 5
-    assert writers.done_shards(output) == [7]
-    staged = writers.read_staged_shard(output, 7)
+    staging.write_staged_shard(output, 7, {"pairs": [pair], "drops": [drop], "failures": [failure], "images": [image]})
+    assert order[-1] == staging.done_marker(output, 7) and len(order) == 5
+    assert staging.done_shards(output) == [7]
+    staged = staging.read_staged_shard(output, 7)
     assert staged["failures"] == [failure] and staged["images"] == [image]
     assert staged["drops"][0]["reason"] == "too_small" and staged["drops"][0]["label"] is None
     np.testing.assert_array_equal(staged["pairs"][0]["visual_embedding"], pair["visual_embedding"])
@@ -64,8 +64,8 @@ def test_interrupted_shard_write_leaves_no_marker(tmp_path, monkeypatch):
 
     monkeypatch.setattr(storage, "write_parquet", failing_write)
     with pytest.raises(OSError):
-        writers.write_staged_shard(output, 3, {})
-    assert writers.done_shards(output) == []
+        staging.write_staged_shard(output, 3, {})
+    assert staging.done_shards(output) == []
 
 
 def test_label_ids_follow_sorted_names():
@@ -77,8 +77,8 @@ def test_label_ids_follow_sorted_names():
 
 def test_shard_of_is_stable_and_spread():
     uris = [f"gs://b/img/{i:05d}.jpg" for i in range(2000)]
-    shards = [records.shard_of(u, 8) for u in uris]
-    assert shards == [records.shard_of(u, 8) for u in uris]
+    shards = [staging.shard_of(u, 8) for u in uris]
+    assert shards == [staging.shard_of(u, 8) for u in uris]
     counts = np.bincount(shards, minlength=8)
     assert counts.min() > 180  # roughly uniform (expected 250 each)
-    assert records.shard_from_name("part-00012.parquet") == 12 and records.shard_from_name("x/part-00003") == 3
+    assert staging.shard_from_name("part-00012.parquet") == 12 and staging.shard_from_name("x/part-00003") == 3

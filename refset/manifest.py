@@ -13,8 +13,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipeline import schema, storage
-from transforms import records
+from refset import schema, staging, storage
 
 
 def _parquet_files(directory: str) -> list[str]:
@@ -35,7 +34,7 @@ def _column_counts(paths: list[str], column: str) -> dict[str, int]:
 
 def count_outputs(output: str) -> dict[str, Any]:
     """Reconciled counts: images in = images processed + images failed; masker segments = kept | dropped."""
-    staged_images = _parquet_files(storage.join(output, records.STAGING_DIR, "images"))
+    staged_images = _parquet_files(storage.join(output, staging.STAGING_DIR, "images"))
     images_processed = sum(_num_rows(p) for p in staged_images)
     masks = sum(sum(storage.read_parquet(p, columns=["segments"]).column("segments").to_pylist()) for p in staged_images)
     failures = _parquet_files(storage.join(output, schema.FAILURES_DIR))

@@ -1,6 +1,6 @@
 """Reading a reference set (SPEC §3) for labelling: manifest, labels, FAISS index, label of every index row.
 
-Local directories and gs:// URIs alike (pipeline.storage / fsspec). Everything is parsed as data: JSON for the
+Local directories and gs:// URIs alike (refset.storage / fsspec). Everything is parsed as data: JSON for the
 manifest, Parquet for tables, FAISS's own serialisation for the index; nothing is unpickled.
 
 The reader refuses, with one line each: a missing manifest, a manifest of another schema version, a corrupt or
@@ -11,13 +11,15 @@ encoder other than the one requested (a retrieval key from another embedding spa
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline import schema, storage
+from models import config as mc
+from refset import index as faiss_index
+from refset import schema, storage
 
 
 class ReferenceSetError(ValueError):
@@ -38,8 +40,6 @@ def _info_of(obj: Any) -> dict:
     info = getattr(obj, "info", None)
     if isinstance(info, dict):
         return info
-    from dataclasses import asdict, is_dataclass
-
     if is_dataclass(obj):
         return asdict(obj)
     raise TypeError(f"cannot describe a model from {type(obj).__name__}")
@@ -190,10 +190,6 @@ def models_config_from_dict(data: dict | None):
     """Rebuild a models.config.ModelsConfig from its asdict() form (unknown keys ignored, lists -> tuples)."""
     if not isinstance(data, dict) or not isinstance(data.get("visual"), dict) or "dim" in data.get("visual", {}):
         return None
-    from dataclasses import fields
-
-    from models import config as mc
-
     def build(cls, values):
         values = values if isinstance(values, dict) else {}
         kwargs = {}
@@ -238,41 +234,15 @@ def segment_shards(root: str) -> list[str]:
 
 
 def load_index(root: str):
-    """(faiss.Index, ids table or None): the pipeline's loader when present, else the index file itself."""
+    """(faiss.Index with its tuned search parameters, ids table); a damaged or missing index is one line."""
     try:
-        from pipeline import faiss_index  # written by the pipeline engineer; has the id map and search params
-    except ImportError:
-        faiss_index = None
-    if faiss_index is not None and hasattr(faiss_index, "load_index"):
-        try:
-            index, ids = faiss_index.load_index(root)
-        except getattr(faiss_index, "CorruptIndex", RuntimeError) as exc:  # missing, truncated or mismatched files
-            raise ReferenceSetError(f"unusable FAISS index in {root}: {_one_line(exc)}") from exc
-        except (FileNotFoundError, OSError) as exc:
-            raise ReferenceSetError(f"cannot read the FAISS index of {root}: {_one_line(exc)}") from exc
-        except RuntimeError as exc:  # faiss raises RuntimeError on a corrupt or truncated file
-            raise ReferenceSetError(f"the FAISS index of {root} is corrupt or truncated: {_one_line(exc)}") from exc
-        return index, ids
-    return _read_index_file(root), _read_ids(root)
-
-
-def _read_index_file(root: str):
-    import faiss
-
-    path = storage.join(root, schema.INDEX_FILE)
-    if not storage.exists(path):
-        raise ReferenceSetError(f"{path} is missing; build the index (pipeline.build_index) first")
-    data = storage.read_bytes(path)
-    try:
-        return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-    except RuntimeError as exc:
-        raise ReferenceSetError(f"the FAISS index {path} is corrupt or truncated ({len(data)} bytes): "
-                                f"{_one_line(str(exc).splitlines()[0] if str(exc) else exc)}") from exc
-
-
-def _read_ids(root: str) -> pa.Table | None:
-    path = storage.join(root, schema.INDEX_IDS)
-    return storage.read_parquet(path) if storage.exists(path) else None
+        return faiss_index.load_index(root)
+    except faiss_index.CorruptIndex as exc:  # missing, truncated or mismatched files
+        raise ReferenceSetError(f"unusable FAISS index in {root}: {_one_line(exc)}") from exc
+    except (FileNotFoundError, OSError) as exc:
+        raise ReferenceSetError(f"cannot read the FAISS index of {root}: {_one_line(exc)}") from exc
+    except RuntimeError as exc:  # faiss raises RuntimeError on a corrupt or truncated file
+        raise ReferenceSetError(f"the FAISS index of {root} is corrupt or truncated: {_one_line(exc)}") from exc
 
 
 def _position_labels(root: str, ids: pa.Table | None, ntotal: int) -> np.ndarray:

@@ -21,15 +21,24 @@ import posixpath
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
 
 from inference import outputs
-from inference.labeller import LabelRequest
-from inference.reader import ReferenceSet, encoder_mismatch
+from inference.datasets import load_dataset
+from inference.evaluate import score_predictions
+from inference.labeller import Labeller, LabelRequest
 from models.config import ModelsConfig
-from pipeline import schema, storage
+from models.presets import resolve_models
+from models.text import build_text_encoder
+from refset import schema, storage
+from refset.reader import ReferenceSet, encoder_mismatch
+from transforms.embed import VisualModelHandler, has_segments, kept_masks
+from transforms.failures import failure_row
+from transforms.images import DecodeImage, list_inputs
+from transforms.masks import MaskerModelHandler
 
 log = logging.getLogger("reme.label")
 
@@ -62,7 +71,6 @@ class LabelJob:
 # ---------------------------------------------------------------------------------------------------------
 def list_images(inputs: list[str]) -> list[str]:
     """Image files of directories, globs and gs:// prefixes (a prefix that is no directory gets a '*')."""
-    from transforms.images import list_inputs
 
     uris = list_inputs(inputs)
     if not uris:
@@ -125,7 +133,6 @@ def resolve_label_models(ref: ReferenceSet, overrides: dict) -> ModelsConfig:
 
 def check_models_against_index(ref: ReferenceSet, models: ModelsConfig) -> None:
     """Refuse, before any work, a visual or text encoder other than the index's (compared on the resolved ids)."""
-    from models.presets import resolve_models
 
     try:
         resolved = resolve_models(models)
@@ -204,9 +211,6 @@ class LabelAndWrite(beam.DoFn):
         self.segments = beam.metrics.Metrics.counter("reme", "segments_labelled")
 
     def setup(self):
-        from inference.labeller import Labeller
-        from models.presets import resolve_models
-        from models.text import build_text_encoder
 
         resolved = resolve_models(self.job.models)
         reference = ReferenceSet.open(self.job.index)
@@ -215,8 +219,6 @@ class LabelAndWrite(beam.DoFn):
         self.names = dict(zip(self.job.uris, self.job.names, strict=True))
 
     def process(self, batch):
-        from transforms.embed import has_segments, kept_masks
-        from transforms.failures import failure_row
 
         live, masks, embeddings = [], [], []
         for item in batch:
@@ -275,9 +277,6 @@ def build_label_pipeline(p: beam.Pipeline, job: LabelJob, todo: list[str]) -> No
     from apache_beam.io import fileio
     from apache_beam.ml.inference.base import RunInference
 
-    from transforms.embed import VisualModelHandler
-    from transforms.images import DecodeImage
-    from transforms.masks import MaskerModelHandler
 
     handler_kw = {"torch_threads": job.torch_threads}
     results = (
@@ -368,3 +367,29 @@ def run_job(job: LabelJob, beam_args: list[str] | None = None, progress: bool = 
         "output": job.output,
     }
 
+
+# ---------------------------------------------------------------------------------------------------------
+# reme evaluate: label a benchmark's images, then score them
+# ---------------------------------------------------------------------------------------------------------
+def evaluate_dataset(name: str, root: str, index: str | None = None, predictions: str | None = None,
+                     output: str | None = None, ignore_index: int | None = None, request_factory=None,
+                     overrides: dict | None = None, settings: dict | None = None, beam_args=None,
+                     progress: bool = True, overlay: bool = False) -> dict:
+    """`reme evaluate`: label the dataset's images with the reference set at `index` (unless `predictions` is
+    given), then score them (inference.evaluate)."""
+    dataset = load_dataset(name, root, ignore_index)
+    if predictions is None:
+        if index is None or request_factory is None:
+            raise ValueError("evaluate needs an index (or --predictions)")
+        images_root = dataset.root / dataset.layout.images
+        output = output or str(Path(root).resolve().parent / f"reme-{name}")
+        request = request_factory(list(dataset.class_names))
+        # Exactly the benchmark's images (nested folders, split files), named relative to its image root.
+        job = prepare_job(index, [str(images_root)], output, request, overrides or {}, overlay=overlay,
+                          uris=[str(image) for _, image, _ in dataset], **(settings or {}))
+        summary = run_job(job, beam_args, progress=progress)
+        predictions = output
+        result = score_predictions(dataset, predictions)
+        result["label_failures"] = summary["failed"]
+        return result
+    return score_predictions(dataset, predictions)

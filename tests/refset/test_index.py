@@ -13,14 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import schema
-from pipeline.faiss_index import (
+from pipeline.faiss_index import main
+from refset import schema
+from refset.index import (
     FLAT_MAX_VECTORS,
     CorruptIndex,
     build_index,
     choose_index,
     load_index,
-    main,
     parse_memory,
     search,
 )

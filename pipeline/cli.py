@@ -15,8 +15,15 @@ import argparse
 import logging
 import sys
 
-from inference.datasets import DATASETS
-from pipeline.options import OneLineArgumentParser
+from inference.datasets import DATASETS, DatasetError, ignore_value_for
+from inference.labeller import ClassListError, LabelRequest, parse_classes
+from inference.metrics import format_table
+from inference.report import write_report
+from models.weights import WeightsUnavailable
+from pipeline.label_job import LabelJobError, evaluate_dataset, prepare_job, run_job
+from pipeline.options import OneLineArgumentParser, run_command
+from refset import storage
+from refset.reader import ReferenceSetError
 
 
 def _fail(prog: str, message: str) -> None:
@@ -83,8 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _request(args, class_names: list[str]):
-    from inference.datasets import ignore_value_for
-    from inference.labeller import LabelRequest
 
     return LabelRequest(class_names=tuple(class_names), strategy=args.strategy, k=args.k, tau=args.tau,
                         threshold=args.threshold, ignore_value=ignore_value_for(len(class_names)),
@@ -113,8 +118,6 @@ def _validate_numbers(args, prog: str) -> None:
 
 
 def cmd_label(args, beam_args: list[str]) -> int:
-    from inference.label import prepare_job, run_job
-    from inference.labeller import parse_classes
 
     _validate_numbers(args, "label")
     if args.classes is not None:
@@ -122,7 +125,6 @@ def cmd_label(args, beam_args: list[str]) -> int:
     else:
         from pathlib import Path
 
-        from pipeline import storage
 
         try:
             text = storage.read_bytes(args.classes_file).decode("utf-8") if "://" in args.classes_file else \
@@ -147,8 +149,6 @@ def _print_label_summary(summary: dict) -> None:
 
 
 def cmd_evaluate(args, beam_args: list[str]) -> int:
-    from inference.evaluate import evaluate_dataset
-    from inference.metrics import format_table
 
     _validate_numbers(args, "evaluate")
     if args.index is None and args.predictions is None:
@@ -163,14 +163,12 @@ def cmd_evaluate(args, beam_args: list[str]) -> int:
         overlay=args.overlay)
     print(format_table(result, title=f"{args.dataset}: {result['images']} images"))
     if args.json_out:
-        from pipeline import storage
 
         storage.write_json(args.json_out, result)
     return 0
 
 
 def cmd_report(args, beam_args: list[str]) -> int:
-    from inference.report import write_report
 
     if beam_args:
         _fail("report", f"unrecognized arguments: {' '.join(beam_args)}")
@@ -180,19 +178,11 @@ def cmd_report(args, beam_args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from inference.datasets import DatasetError
-    from inference.label import LabelJobError
-    from inference.labeller import ClassListError
-    from inference.reader import ReferenceSetError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     handlers = {"label": cmd_label, "evaluate": cmd_evaluate, "report": cmd_report}
-    try:
-        from models.weights import WeightsUnavailable
-    except ImportError:  # pragma: no cover
-        WeightsUnavailable = RuntimeError  # noqa: N806
     try:
         code = handlers[args.command](args, rest)
     except (ClassListError, ReferenceSetError, LabelJobError, DatasetError, WeightsUnavailable,
@@ -209,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def console_main() -> None:
     """The `reme` console script: run, then leave without native-thread teardown (see run_command)."""
-    from pipeline.options import run_command
 
     run_command(main)
 

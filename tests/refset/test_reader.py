@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from inference.reader import ReferenceSet, ReferenceSetError, encoder_mismatch
-from pipeline import schema
+from refset import schema
+from refset.reader import ReferenceSet, ReferenceSetError, encoder_mismatch
 from tests.inference.refsets import VISUAL_INFO, write_reference_set
 
 
