@@ -80,6 +80,17 @@ class ImageLabels:
     areas: np.ndarray  # int64 [N]
 
 
+def paint_image(masks: np.ndarray, decision: scoring.Decision, request: LabelRequest) -> ImageLabels:
+    """One image's label map from its segments' masks bool [N,H,W] and their decisions."""
+    masks = np.asarray(masks, dtype=bool)
+    if len(masks) != len(decision.class_ids):
+        raise ValueError(f"{len(masks)} masks but {len(decision.class_ids)} decisions for one image")
+    dtype = np.uint8 if request.ignore_value < 256 else np.uint16
+    label_map = paint.paint(masks, decision.class_ids, decision.confidence, request.ignore_value,
+                            request.fill_uncovered, dtype)
+    return ImageLabels(label_map, decision.class_ids, decision.confidence, masks.sum(axis=(1, 2)).astype(np.int64))
+
+
 class Labeller:
     def __init__(self, reference, class_text: np.ndarray, request: LabelRequest):
         """reference: refset.reader.ReferenceSet; class_text: [C', Dt] text embeddings of the scored classes
@@ -116,28 +127,29 @@ class Labeller:
         r = self.request
         return scoring.decide(scores, r.scored_columns, r.threshold, r.background_id, r.ignore_value)
 
+    def decide_batch(self, embeddings: list[np.ndarray]) -> list[scoring.Decision]:
+        """Each image's segment decisions (class id, confidence) from its segment embeddings [N_i, D]: one
+        retrieval for all segments of all the images."""
+        dim = int(self.reference.index.d)
+        arrays = [np.asarray(e, np.float32).reshape(-1, dim) for e in embeddings]
+        counts = [len(a) for a in arrays]
+        stacked = np.concatenate(arrays) if arrays else np.zeros((0, dim), np.float32)
+        if len(stacked) == 0:
+            empty = scoring.Decision(np.zeros(0, np.int64), np.zeros(0, np.float32))
+            return [empty for _ in arrays]
+        decision = self.decide(self.score(stacked))
+        bounds = np.cumsum([0] + counts)
+        return [scoring.Decision(decision.class_ids[lo:hi], decision.confidence[lo:hi])
+                for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def paint(self, masks: np.ndarray, decision: scoring.Decision) -> ImageLabels:
+        return paint_image(masks, decision, self.request)
+
     def label_batch(self, masks: list[np.ndarray], embeddings: list[np.ndarray]) -> list[ImageLabels]:
         """Label several images: masks[i] bool [N_i,H_i,W_i], embeddings[i] float [N_i, D]."""
         if len(masks) != len(embeddings):
             raise ValueError(f"{len(masks)} mask arrays but {len(embeddings)} embedding arrays")
-        counts = [len(m) for m in masks]
         for m, e in zip(masks, embeddings, strict=True):
             if len(m) != len(e):
                 raise ValueError(f"{len(m)} masks but {len(e)} embeddings for one image")
-        dim = int(self.reference.index.d)
-        stacked = (np.concatenate([np.asarray(e, np.float32).reshape(-1, dim) for e in embeddings])
-                   if embeddings else np.zeros((0, dim), np.float32))
-        decision = self.decide(self.score(stacked)) if len(stacked) else None
-        results = []
-        offset = 0
-        dtype = np.uint8 if self.request.ignore_value < 256 else np.uint16
-        for m, n in zip(masks, counts, strict=True):
-            m = np.asarray(m, dtype=bool)
-            if decision is None or n == 0:
-                ids, conf = np.zeros(0, np.int64), np.zeros(0, np.float32)
-            else:
-                ids, conf = decision.class_ids[offset:offset + n], decision.confidence[offset:offset + n]
-            offset += n
-            label_map = paint.paint(m, ids, conf, self.request.ignore_value, self.request.fill_uncovered, dtype)
-            results.append(ImageLabels(label_map, ids, conf, m.sum(axis=(1, 2)).astype(np.int64)))
-        return results
+        return [self.paint(m, d) for m, d in zip(masks, self.decide_batch(embeddings), strict=True)]

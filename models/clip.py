@@ -21,6 +21,20 @@ from models.visual import masked_crop, to_pixels
 from models.weights import load_pretrained
 
 
+def clip_info(config: ClipConfig, model_config) -> dict:
+    """What a reference set records about its pairing model, from the configs alone (no weights loaded)."""
+    return {"model_id": config.model_id, "revision": config.revision, "kind": "clip",
+            "dim": int(model_config.projection_dim), "crop_mode": config.crop_mode,
+            "crop_padding": config.crop_padding, "image_size": int(model_config.vision_config.image_size)}
+
+
+def describe_clip(config: ClipConfig) -> dict:
+    """clip_info of a configured model, reading only its config.json."""
+    from transformers import CLIPConfig
+
+    return clip_info(config, load_pretrained(CLIPConfig, config.model_id, config.revision, what="CLIP pairing model"))
+
+
 class ClipEncoder:
     def __init__(self, config: ClipConfig):
         from transformers import AutoImageProcessor, CLIPModel
@@ -40,9 +54,7 @@ class ClipEncoder:
 
     @property
     def info(self) -> dict:
-        return {"model_id": self.config.model_id, "revision": self.config.revision, "kind": "clip",
-                "dim": self.dim, "crop_mode": self.config.crop_mode, "crop_padding": self.config.crop_padding,
-                "image_size": self.image_size}
+        return clip_info(self.config, self.model.config)
 
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), autocast(self.device, self.dtype):

@@ -17,17 +17,29 @@ from models.device import resolve_device
 from models.weights import load_pretrained
 
 
+def text_info(config: TextEncoderConfig, model_config) -> dict:
+    """What a reference set records about its text encoder, from the configs alone (no weights loaded)."""
+    info = {"model_id": config.model_id, "revision": config.revision, "kind": config.kind}
+    if config.kind == "clip":
+        return {**info, "dim": int(model_config.projection_dim), "templates": list(config.templates or ("{}",))}
+    return {**info, "dim": int(model_config.hidden_size), "pooling": "mean"}
+
+
+def describe_text(config: TextEncoderConfig) -> dict:
+    """text_info of a configured encoder, reading only its config.json."""
+    from transformers import AutoConfig, CLIPTextConfig
+
+    cls = CLIPTextConfig if config.kind == "clip" else AutoConfig
+    return text_info(config, load_pretrained(cls, config.model_id, config.revision, what="text encoder"))
+
+
 class _Base:
     config: TextEncoderConfig
     dim: int
 
     @property
     def info(self) -> dict:
-        return {"model_id": self.config.model_id, "revision": self.config.revision, "kind": self.config.kind,
-                "dim": self.dim, **self._extra_info()}
-
-    def _extra_info(self) -> dict:
-        return {}
+        return text_info(self.config, self.model.config)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """float32 [n, dim] unit vectors."""
@@ -53,9 +65,6 @@ class ClipTextEncoder(_Base):
                               int(getattr(self.tokenizer, "model_max_length", 77) or 77))
         self.dim = int(self.model.config.projection_dim)
 
-    def _extra_info(self) -> dict:
-        return {"templates": list(self.templates)}
-
     def _embed(self, texts: list[str]) -> torch.Tensor:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
@@ -78,9 +87,6 @@ class SentenceTextEncoder(_Base):
         self.tokenizer = load_pretrained(AutoTokenizer, config.model_id, config.revision, what="sentence tokenizer")
         self.max_length = max_length
         self.dim = int(self.model.config.hidden_size)
-
-    def _extra_info(self) -> dict:
-        return {"pooling": "mean"}
 
     def _encode_batch(self, texts: list[str]) -> torch.Tensor:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")

@@ -60,6 +60,27 @@ def masked_crop(image: np.ndarray, mask: np.ndarray, fill: np.ndarray, padding: 
     return crop
 
 
+def visual_info(config: VisualEncoderConfig, model_config, clip_post_layernorm: bool = True) -> dict:
+    """What a reference set records about its visual encoder, from the configs alone (no weights loaded)."""
+    patch = int(model_config.patch_size)
+    info = {
+        "model_id": config.model_id, "revision": config.revision, "kind": config.kind,
+        "dim": int(model_config.hidden_size), "image_size": max(1, round(config.image_size / patch)) * patch,
+        "patch_size": patch, "pooling": "mask_area_weighted_mean",
+    }
+    if config.kind == "clip":
+        info["post_layernorm"] = clip_post_layernorm
+    return info
+
+
+def describe_visual(config: VisualEncoderConfig) -> dict:
+    """visual_info of a configured encoder, reading only its config.json."""
+    from transformers import AutoConfig
+
+    model_config = load_pretrained(AutoConfig, config.model_id, config.revision, what="visual encoder")
+    return visual_info(config, getattr(model_config, "vision_config", model_config))
+
+
 class VisualEncoder:
     """VisualEncoder(VisualEncoderConfig): .dim, .info, .embed_segments, .embed_crops, .patch_tokens."""
 
@@ -95,12 +116,7 @@ class VisualEncoder:
 
     @property
     def info(self) -> dict:
-        return {
-            "model_id": self.config.model_id, "revision": self.config.revision, "kind": self.config.kind,
-            "dim": self.dim, "image_size": self.image_size, "patch_size": self.patch_size,
-            "pooling": "mask_area_weighted_mean",
-            **({"post_layernorm": self.clip_post_layernorm} if self.config.kind == "clip" else {}),
-        }
+        return visual_info(self.config, self.model.config, self.clip_post_layernorm)
 
     def _forward(self, pixels: torch.Tensor):
         kwargs = {"interpolate_pos_encoding": True} if self.config.kind == "clip" else {}

@@ -1,194 +1,188 @@
-"""The reference-set job: images -> masks -> labels -> embeddings -> pairing -> group filtering -> Parquet + FAISS.
+"""The reference-set job: Read -> Mask -> Label -> Pair -> Embed -> Commit | Dedup -> Filter -> Write -> Index.
 
     python -m pipeline.build_index --input 'gs://b/imgs/*.jpg' --output gs://b/ref \
         --label_source captions --captions gs://b/captions.json \
         --runner DataflowRunner --project P --region R --temp_location gs://b/tmp --setup_file ./setup.py
 
-Two phases in one Beam pipeline:
+Two phases in one Beam pipeline, each step named as in the README's method table:
 
-  A (heavy, resumable, per image): read -> masks (or annotation regions) -> labels -> visual embeddings ->
-    CLIP pairing. Results are grouped by *input shard* (a stable hash of the image URI) and committed to
-    `<output>/_staging/` with a marker written last. A re-run reads the markers at launch and skips every image
-    of a committed shard before any model work.
-  B (cheap, global, always recomputed): the staged rows of every committed shard -> exact-duplicate removal ->
-    group-based filtering per label -> segments/, dropped/, failures/ (one part per input shard, rows sorted),
-    labels.parquet. Phase B is deterministic, so a resumed run writes exactly the rows an uninterrupted run does.
+  A (heavy, resumable, per image): Read -> Mask -> Label (annotations, captions or captioner) -> Pair (CLIP,
+    the paper's argmax) -> Embed (mask-pooled visual embeddings). Results are grouped by *input shard* (a stable
+    hash of the image URI) and committed to `<output>/_staging/` with a marker written last (Commit). A re-run
+    reads the markers at launch and skips every image of a committed shard before any model work.
+  B (cheap, global, always recomputed): the staged rows of every committed shard -> Dedup -> Filter (group-based,
+    per label) -> Write (segments/, dropped/, failures/, one part per input shard, rows sorted; labels.parquet).
+    Phase B is deterministic, so a resumed run writes exactly the rows an uninterrupted run does.
 
-After the pipeline: the FAISS index (refset.index.build_index) and manifest.json.
+After the pipeline: Index (refset.index.build_index, FAISS) and manifest.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, TestOptions
+from transformers import AutoConfig
 
-from models.clip import ClipEncoder
-from models.config import ModelsConfig
+from models.clip import describe_clip
 from models.presets import resolve_models
-from models.text import build_text_encoder
-from models.visual import VisualEncoder
+from models.text import describe_text
+from models.visual import describe_visual
 from models.weights import WeightsUnavailable, load_pretrained
-from pipeline.options import build_parser, group_filter_config, models_config, run_command, validate
+from pipeline.command import UsageError, run_command, weights_error_of
+from pipeline.config import IndexJobConfig
+from pipeline.options import parse
 from refset import manifest as manifest_lib
 from refset import schema, staging, storage
 from refset.index import build_index
 from transforms import writers
 from transforms.annotations import AnnotateImage, read_classes
 from transforms.captions import AttachCaptionLabels, CaptionerModelHandler, read_captions
-from transforms.embed import PairingModelHandler, VisualModelHandler
+from transforms.embed import VisualModelHandler
 from transforms.group_filter import GroupFilter, GroupFilterConfig
 from transforms.images import ReadImages, list_inputs
 from transforms.masks import MaskerModelHandler
-from transforms.pairing import FinishImage
+from transforms.pairing import PairingModelHandler
 
 log = logging.getLogger("reme.build_index")
-
-# Settings that change what phase A computes: a resumed run must use the same ones as the run it resumes.
-PHASE_A_SETTINGS = ("label_source", "annotations", "ignore_index", "captions", "max_side", "max_pixels")
+PROG = "build_index"
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What the launcher decided before any work: shards, what is already done, the typed configs."""
+    """What the launcher decided before any work: shards, what is already done, what the models are."""
 
     output: str
-    inputs: tuple[str, ...]
     num_images: int
     num_shards: int
     done_shards: tuple[int, ...]
-    models: ModelsConfig
     group_filter: GroupFilterConfig
+    model_info: dict  # what the manifest records about each model, read from configs (no weights loaded)
     class_names: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Launch: listing, run record, resume state (all before the pipeline; errors are one line)
+# Launch: listing, models, run record, resume state (all before the pipeline; errors are one UsageError line)
 # ---------------------------------------------------------------------------------------------------------
-def _fail(message: str):
-    raise SystemExit(f"build_index: error: {' '.join(str(message).split())}")
+def phase_a_fingerprint(config: IndexJobConfig) -> dict:
+    """Everything that changes what phase A computes: a resumed run must match the run it resumes.
 
-
-def phase_a_fingerprint(args: argparse.Namespace, models: ModelsConfig) -> dict:
-    settings = {name: getattr(args, name) for name in PHASE_A_SETTINGS}
-    model_settings = dataclasses.asdict(models)
+    Batch sizes and devices do not change results; numeric precision does, so it is part of the fingerprint.
+    """
+    settings = {"label_source": config.label_source, "annotations": config.annotations,
+                "ignore_index": list(config.ignore_index), "captions": config.captions,
+                "max_side": config.read.max_side, "max_pixels": config.read.max_pixels}
+    model_settings = dataclasses.asdict(config.models)
     model_settings.pop("cache_dir", None)
-    for part in ("visual", "clip", "text", "captioner"):  # batching/device do not change results
-        for key in ("batch_size", "device", "precision"):
+    for part in ("visual", "clip", "text", "captioner"):
+        for key in ("batch_size", "device"):
             model_settings[part].pop(key, None)
-    return {"settings": settings, "models": model_settings}
+    return json.loads(json.dumps({"settings": settings, "models": model_settings}))
 
 
-def prepare(args: argparse.Namespace) -> RunPlan:
-    output = args.output.rstrip("/")
+def describe_models(config: IndexJobConfig) -> dict:
+    """What the manifest records about each model of the run, from their configs: proves every needed model can be
+    found before any work (one line naming the model and the fix otherwise), without loading any weights."""
     try:
-        uris = list_inputs(args.input)
-    except Exception as exc:
-        _fail(f"cannot list --input {args.input}: {type(exc).__name__}: {exc}")
-    if not uris:
-        _fail(f"no input matched: {', '.join(args.input)} (no image files with extensions .jpg .png ...)")
+        resolved = resolve_models(config.models)
+        infos = {"visual": describe_visual(resolved.visual), "text": describe_text(resolved.text)}
+        if not config.annotated:
+            infos["clip"] = describe_clip(resolved.clip)
+            infos["masker"] = {"kind": resolved.masker.kind, "min_area": resolved.masker.min_area,
+                               "max_masks": resolved.masker.max_masks,
+                               **dataclasses.asdict(getattr(resolved.masker, resolved.masker.kind))}
+        else:
+            infos["masker"] = {"kind": "annotations", "annotations": config.annotations,
+                               "ignore_index": list(config.ignore_index), "min_area": resolved.masker.min_area}
+        if config.label_source == "captioner":
+            load_pretrained(AutoConfig, resolved.captioner.model_id, resolved.captioner.revision, what="captioner")
+            infos["captioner"] = dataclasses.asdict(resolved.captioner)
+    except (ValueError, WeightsUnavailable) as exc:
+        raise UsageError(str(exc)) from exc
+    if not config.annotated and resolved.masker.kind == "sam":
+        checkpoint = resolved.masker.sam.checkpoint
+        if not checkpoint or not storage.exists(checkpoint):
+            raise UsageError(f"SAM checkpoint not found: {checkpoint!r}; pass --sam_checkpoint (local or gs://) or "
+                             "use --masker felzenszwalb")
+    return infos
 
-    models = models_config(args)
+
+def prepare(config: IndexJobConfig) -> RunPlan:
+    """List the inputs, check the label source and the models, record the run, find committed shards."""
+    output = config.output
+    try:
+        uris = list_inputs(list(config.inputs))
+    except Exception as exc:  # noqa: BLE001 - any listing failure is the caller's input problem, in one line
+        raise UsageError(f"cannot list --input {', '.join(config.inputs)}: {type(exc).__name__}: {exc}") from exc
+    if not uris:
+        raise UsageError(f"no input matched: {', '.join(config.inputs)} (no image files with extensions .jpg .png ...)")
+
     class_names: tuple[str, ...] = ()
     try:
-        if args.label_source == "annotations":
-            class_names = tuple(read_classes(args.annotations))
-        elif args.label_source == "captions":
-            if not read_captions(args.captions):
-                _fail(f"--captions {args.captions} holds no captions")
-    except SystemExit:
+        if config.annotated:
+            class_names = tuple(read_classes(config.annotations))
+        elif config.label_source == "captions" and not read_captions(config.captions):
+            raise UsageError(f"--captions {config.captions} holds no captions")
+    except UsageError:
         raise
-    except Exception as exc:
-        _fail(f"cannot read labels source: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - unreadable or malformed label source, in one line
+        raise UsageError(f"cannot read labels source: {type(exc).__name__}: {exc}") from exc
 
-    preflight_weights(args, models)
+    model_info = describe_models(config)
 
     try:
-        if args.overwrite and storage.exists(output):
+        if config.overwrite and storage.exists(output):
             storage.filesystem(output).rm(output, recursive=True)
         storage.makedirs(output)
     except (OSError, PermissionError) as exc:
-        _fail(f"output {output} is not writable: {type(exc).__name__}: {exc}")
+        raise UsageError(f"output {output} is not writable: {type(exc).__name__}: {exc}") from exc
     removed = storage.remove_temp_files(output)
     if removed:
         log.info("removed %d temporary files left by an interrupted run", removed)
 
     digest = hashlib.sha1("\n".join(uris).encode("utf-8")).hexdigest()
-    fingerprint = phase_a_fingerprint(args, models)
+    fingerprint = phase_a_fingerprint(config)
     run_path = storage.join(output, staging.RUN_FILE)
     if storage.exists(run_path):
         previous = storage.read_json(run_path)
-        if args.num_shards and args.num_shards != previous["num_shards"]:
-            _fail(f"--num_shards {args.num_shards} conflicts with {previous['num_shards']} of the run being resumed in "
-                  f"{output}; drop the flag to resume, or pass --overwrite to start fresh")
+        if config.num_shards and config.num_shards != previous["num_shards"]:
+            raise UsageError(f"--num_shards {config.num_shards} conflicts with {previous['num_shards']} of the run being "
+                             f"resumed in {output}; drop the flag to resume, or pass --overwrite to start fresh")
         if previous["inputs_sha1"] != digest:
-            _fail(f"the inputs differ from those of the run being resumed in {output} ({previous['num_images']} "
-                  f"images then, {len(uris)} now); use the same inputs, another --output, or --overwrite")
-        if previous["phase_a"] != json.loads(json.dumps(fingerprint)):
-            _fail(f"models or label settings differ from those of the run being resumed in {output}; "
-                  "use the same settings, another --output, or --overwrite")
+            raise UsageError(f"the inputs differ from those of the run being resumed in {output} "
+                             f"({previous['num_images']} images then, {len(uris)} now); use the same inputs, another "
+                             "--output, or --overwrite")
+        if previous["phase_a"] != fingerprint:
+            raise UsageError(f"models, precision or label settings differ from those of the run being resumed in "
+                             f"{output}; use the same settings, another --output, or --overwrite")
         num_shards = int(previous["num_shards"])
     else:
-        num_shards = args.num_shards or max(1, math.ceil(len(uris) / args.images_per_shard))
+        num_shards = config.num_shards or max(1, math.ceil(len(uris) / config.images_per_shard))
         storage.write_json(run_path, {"num_shards": num_shards, "num_images": len(uris), "inputs_sha1": digest,
                                       "phase_a": fingerprint})
     done = tuple(s for s in staging.done_shards(output) if s < num_shards)
     if done:
         log.info("resuming: %d of %d input shards already committed", len(done), num_shards)
-    return RunPlan(output=output, inputs=tuple(args.input), num_images=len(uris), num_shards=num_shards,
-                   done_shards=done, models=models, group_filter=group_filter_config(args, len(uris)),
-                   class_names=class_names)
-
-
-def preflight_weights(args: argparse.Namespace, models: ModelsConfig) -> None:
-    """Stop before the pipeline when a needed model cannot be loaded (one line naming the model and the fix)."""
-
-    try:
-        resolved = resolve_models(models)
-    except (ValueError, WeightsUnavailable) as exc:
-        _fail(str(exc))
-    if resolved.preset != "default":
-        return
-    from pathlib import Path
-
-    from transformers import AutoConfig
-
-
-    needed = [("visual encoder", resolved.visual.model_id, resolved.visual.revision),
-              ("text encoder", resolved.text.model_id, resolved.text.revision)]
-    if args.label_source != "annotations":
-        needed.append(("CLIP pairing model", resolved.clip.model_id, resolved.clip.revision))
-    if args.label_source == "captioner":
-        needed.append(("captioner", resolved.captioner.model_id, resolved.captioner.revision))
-    for what, model_id, revision in needed:
-        if Path(model_id).is_dir():
-            continue
-        try:
-            load_pretrained(AutoConfig, model_id, revision, what=what)
-        except WeightsUnavailable as exc:
-            _fail(str(exc))
-    if args.label_source != "annotations" and resolved.masker.kind == "sam":
-        checkpoint = resolved.masker.sam.checkpoint
-        if not checkpoint or not storage.exists(checkpoint):
-            _fail(f"SAM checkpoint not found: {checkpoint!r}; pass --sam_checkpoint (local or gs://) or use "
-                  "--masker felzenszwalb")
+    return RunPlan(output=output, num_images=len(uris), num_shards=num_shards, done_shards=done,
+                   group_filter=config.group_filter_for(len(uris)), model_info=model_info, class_names=class_names)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The pipeline graph
 # ---------------------------------------------------------------------------------------------------------
-def _handler_kwargs(args, batch_size: int) -> dict:
-    return {"max_batch_size": batch_size, "torch_threads": args.torch_threads, "large_model": args.large_model,
-            "model_copies": args.model_copies}
+def _run_inference(handler_cls, config: IndexJobConfig, batch_size: int) -> RunInference:
+    workers = config.workers
+    return RunInference(handler_cls(config.models, max_batch_size=batch_size, torch_threads=workers.torch_threads,
+                                    large_model=workers.large_model, model_copies=workers.model_copies))
 
 
 def _segments_schema(dtype: str):
@@ -198,35 +192,25 @@ def _segments_schema(dtype: str):
     return schema_fn
 
 
-def build_pipeline(p: beam.Pipeline, args: argparse.Namespace, plan: RunPlan) -> None:
-    """Phase A then phase B, top to bottom."""
-    output, models, num_shards = plan.output, plan.models, plan.num_shards
-    annotated = args.label_source == "annotations"
+def build_pipeline(p: beam.Pipeline, config: IndexJobConfig, plan: RunPlan) -> None:
+    """Phase A then phase B, top to bottom; step names as in the README's method table."""
+    output, num_shards, models = plan.output, plan.num_shards, config.models
 
     # ---- Phase A: per image, skipped for committed shards -------------------------------------------------
-    items = p | "ReadImages" >> ReadImages(list(plan.inputs), num_shards, plan.done_shards, args.max_side,
-                                           args.max_pixels)
-    if annotated:
-        items = items | "AnnotationSegments" >> beam.ParDo(
-            AnnotateImage(args.annotations, list(plan.class_names), args.ignore_index or (), args.min_area))
+    items = p | "Read" >> ReadImages(list(config.inputs), num_shards, plan.done_shards, config.read.max_side,
+                                     config.read.max_pixels)
+    if config.annotated:  # the annotation's class regions are the segments, with their labels
+        items = items | "Label" >> beam.ParDo(
+            AnnotateImage(config.annotations, list(plan.class_names), config.ignore_index, models.masker.min_area))
     else:
-        items = items | "Masks" >> RunInference(MaskerModelHandler(models, **_handler_kwargs(args, args.mask_batch_size)))
-        if args.label_source == "captions":
-            items = items | "CaptionLabels" >> beam.ParDo(AttachCaptionLabels(args.captions))
+        items = items | "Mask" >> _run_inference(MaskerModelHandler, config, config.workers.mask_batch_size)
+        if config.label_source == "captions":
+            items = items | "Label" >> beam.ParDo(AttachCaptionLabels(config.captions))
         else:
-            items = items | "Captioner" >> RunInference(
-                CaptionerModelHandler(models, **_handler_kwargs(args, args.caption_batch_size)))
-    items = items | "VisualEmbeddings" >> RunInference(
-        VisualModelHandler(models, **_handler_kwargs(args, args.visual_batch_size)))
-    if not annotated:
-        items = items | "PairingEmbeddings" >> RunInference(
-            PairingModelHandler(models, **_handler_kwargs(args, args.clip_batch_size)))
-    committed = (
-        items
-        | "ImageResults" >> beam.ParDo(FinishImage(annotated))
-        | "GroupByInputShard" >> beam.GroupByKey()
-        | "CommitShard" >> beam.ParDo(writers.WriteStagedShard(output))
-    )
+            items = items | "Label" >> _run_inference(CaptionerModelHandler, config, models.captioner.batch_size)
+        items = items | "Pair" >> _run_inference(PairingModelHandler, config, config.workers.pairing_batch_size)
+    items = items | "Embed" >> _run_inference(VisualModelHandler, config, models.visual.batch_size)
+    committed = items | "Commit" >> writers.Commit(output, config.annotated)
 
     # ---- Phase B: every committed shard (earlier runs' and this run's) -> filtering -> final outputs --------
     previously_done = p | "PreviouslyCommitted" >> beam.Create(list(plan.done_shards))
@@ -235,7 +219,7 @@ def build_pipeline(p: beam.Pipeline, args: argparse.Namespace, plan: RunPlan) ->
         | "AllCommittedShards" >> beam.Flatten()
         | "ReadStaged" >> beam.ParDo(writers.ReadStagedShard(output)).with_outputs("drops", "failures", main="pairs")
     )
-    kept, filtered_out = staged.pairs | "GroupFilter" >> GroupFilter(plan.group_filter)
+    kept, filtered_out = staged.pairs | "Filter" >> GroupFilter(plan.group_filter)
 
     label_counts = (
         kept
@@ -257,7 +241,7 @@ def build_pipeline(p: beam.Pipeline, args: argparse.Namespace, plan: RunPlan) ->
         | "SegmentsByShard" >> beam.Map(by_shard)
         | "GroupSegments" >> beam.GroupByKey()
         | "WriteSegments" >> beam.ParDo(writers.WriteFinalShard(
-            output, schema.SEGMENTS_DIR, _segments_schema(args.embedding_dtype), staging.pair_sort_key))
+            output, schema.SEGMENTS_DIR, _segments_schema(config.embedding_dtype), staging.pair_sort_key))
     )
     (
         (staged.drops, filtered_out)
@@ -278,57 +262,60 @@ def build_pipeline(p: beam.Pipeline, args: argparse.Namespace, plan: RunPlan) ->
 
 
 # ---------------------------------------------------------------------------------------------------------
-# After the pipeline: FAISS index + manifest
+# After the pipeline: Index (FAISS) + manifest
 # ---------------------------------------------------------------------------------------------------------
-def model_infos(args: argparse.Namespace, models: ModelsConfig) -> dict:
+def metrics_of(result) -> dict[str, int]:
+    """Beam counters of a finished pipeline result (committed values; attempted where a runner has no commits)."""
+    if result is None:
+        return {}
+    out: dict[str, int] = {}
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # noqa: BLE001 - a runner without metrics support
+        return out
+    for counter in counters:
+        try:
+            value = counter.committed
+        except Exception:  # noqa: BLE001 - runners without committed metrics raise here
+            value = None
+        if value is None:
+            value = counter.attempted
+        name, namespace = counter.key.metric.name, counter.key.metric.namespace
+        key = name if namespace == "reme" else f"{namespace}.{name}"
+        out[key] = out.get(key, 0) + int(value or 0)
+    return dict(sorted(out.items()))
 
-    resolved = resolve_models(models)
-    infos = {"visual": VisualEncoder(resolved.visual).info, "text": build_text_encoder(resolved.text).info}
-    if args.label_source == "annotations":
-        infos["masker"] = {"kind": "annotations", "annotations": args.annotations,
-                           "ignore_index": args.ignore_index or [], "min_area": args.min_area}
-    else:
-        infos["masker"] = {"kind": resolved.masker.kind, "min_area": resolved.masker.min_area,
-                           "max_masks": resolved.masker.max_masks,
-                           **dataclasses.asdict(getattr(resolved.masker, resolved.masker.kind))}
 
-        infos["clip"] = ClipEncoder(resolved.clip).info
-    if args.label_source == "captioner":
-        infos["captioner"] = dataclasses.asdict(resolved.captioner)
-    return infos
-
-
-def finish(args: argparse.Namespace, plan: RunPlan, result) -> dict:
-    index_info = None
+def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
     counts = manifest_lib.count_outputs(plan.output)
-    if args.skip_index:
+    if config.index.skip:
         index_info = {"skipped": "--skip_index"}
     elif counts["segments_kept"] == 0:
         index_info = {"skipped": "no segments were kept"}
     else:
-
-        index_info = build_index(plan.output, memory_budget=args.memory_budget, recall_target=args.recall_target)
+        index_info = build_index(plan.output, memory_budget=config.index.memory_budget,
+                                 recall_target=config.index.recall_target)
     params = {
-        "label_source": args.label_source,
-        "inputs": list(plan.inputs),
+        "label_source": config.label_source,
+        "inputs": list(config.inputs),
         "num_images_listed": plan.num_images,
         "num_shards": plan.num_shards,
-        "max_side": args.max_side,
-        "max_pixels": args.max_pixels,
-        "embedding_dtype": args.embedding_dtype,
+        "max_side": config.read.max_side,
+        "max_pixels": config.read.max_pixels,
+        "embedding_dtype": config.embedding_dtype,
         "group_filter": dataclasses.asdict(plan.group_filter),
-        "annotations": args.annotations,
-        "ignore_index": args.ignore_index or [],
-        "captions": args.captions,
+        "annotations": config.annotations,
+        "ignore_index": list(config.ignore_index),
+        "captions": config.captions,
     }
     manifest = manifest_lib.build_manifest(
         plan.output,
-        models=plan.models.to_dict(),
-        model_info=model_infos(args, plan.models),
+        models=config.models.to_dict(),
+        model_info=plan.model_info,
         params=params,
         run={"output": plan.output, "resumed_shards": len(plan.done_shards), "shards": plan.num_shards},
         index_info=index_info,
-        run_metrics=manifest_lib.metrics_dict(result),
+        run_metrics=metrics_of(result),
     )
     storage.write_json(storage.join(plan.output, schema.MANIFEST), manifest)
     return manifest
@@ -338,41 +325,37 @@ def torch_threads_per_worker(requested: int, options: PipelineOptions) -> int:
     """0 = auto: with the DirectRunner's multi_processing mode, split the cores between the worker processes."""
     if requested:
         return requested
-    from apache_beam.options.pipeline_options import DirectOptions
-
     direct = options.view_as(DirectOptions)
     workers = direct.direct_num_workers or 1
     if direct.direct_running_mode == "multi_processing" and workers > 0:
-        import os
-
         return max(1, (os.cpu_count() or 1) // workers)
     return 0
 
 
-def parse(argv=None) -> tuple[argparse.Namespace, list[str]]:
-    parser = build_parser()
-    args, beam_args = parser.parse_known_args(argv)
-    return validate(args, parser), beam_args
-
-
-def run(argv=None, save_main_session: bool = True) -> dict:
-    """Parse flags, prepare (listing, resume state), run the Beam pipeline, build the index, write the manifest."""
-    args, beam_args = parse(argv)
-    plan = prepare(args)
-    options = PipelineOptions(beam_args, save_main_session=save_main_session)
-    args.torch_threads = torch_threads_per_worker(args.torch_threads, options)
+def run_job(config: IndexJobConfig, beam_args: list[str] | None = None, save_main_session: bool = True) -> dict:
+    """The job from Python: prepare (listing, models, resume state), the Beam pipeline, the index, the manifest.
+    Returns the manifest ({} for a --dry_run)."""
+    config.validate()
+    plan = prepare(config)
+    options = PipelineOptions(list(beam_args or []), save_main_session=save_main_session)
+    threads = torch_threads_per_worker(config.workers.torch_threads, options)
+    config = dataclasses.replace(config, workers=dataclasses.replace(config.workers, torch_threads=threads))
     try:
         with beam.Pipeline(options=options) as p:
-            build_pipeline(p, args, plan)
+            build_pipeline(p, config, plan)
     except Exception as exc:
-        text = str(exc)
-        if "WeightsUnavailable" in text:  # a worker could not load a model: show the models layer's one line
-            line = next((ln for ln in text.splitlines() if "WeightsUnavailable" in ln), text)
-            _fail(line.split("WeightsUnavailable:", 1)[-1])
+        if (line := weights_error_of(exc)) is not None:
+            raise UsageError(line) from exc
         raise
     if options.view_as(TestOptions).dry_run:  # Beam's --dry_run: graph built and validated, nothing ran
         return {}
-    return finish(args, plan, getattr(p, "result", None))
+    return finish(config, plan, getattr(p, "result", None))
+
+
+def run(argv=None, save_main_session: bool = True) -> dict:
+    """Parse flags (exit 2 on a bad one), then run_job."""
+    config, beam_args = parse(argv)
+    return run_job(config, beam_args, save_main_session)
 
 
 def main(argv=None) -> None:
@@ -393,4 +376,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, PROG)

@@ -1,17 +1,15 @@
-"""Every knob of the reference-set job, as a Beam PipelineOptions subclass, and its validation.
+"""The reference-set job's flags, parsed into its typed `IndexJobConfig` (pipeline.config).
 
-`ReferenceSetOptions._add_argparse_args` is the single definition of our flags: `build_index.run()` uses it on a
-plain argparse parser (parse_known_args, like Beam's wordcount) and hands everything else to Beam's own
-PipelineOptions (runner, project, region, temp_location, setup_file, direct_running_mode, ...).
-Validation happens before any work and stops with one line (`parser.error`).
+`get_args_parser()` defines our flags, with every default read from the dataclass that owns it; `parse(argv)`
+uses it like Beam's wordcount (parse_known_args) and hands everything else to Beam's own PipelineOptions
+(runner, project, region, temp_location, setup_file, direct_running_mode, ...). Bad flags and combinations stop
+before any work with one line (exit status 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.config import (
     CaptionerConfig,
@@ -23,173 +21,109 @@ from models.config import (
     TextEncoderConfig,
     VisualEncoderConfig,
 )
+from pipeline.command import OneLineArgumentParser, UsageError
+from pipeline.config import (
+    AUTO_MIN_COUNT_IMAGES,
+    EMBEDDING_DTYPES,
+    LABEL_SOURCES,
+    IndexBuildConfig,
+    IndexJobConfig,
+    ReadConfig,
+    WorkerConfig,
+)
 from refset import storage
-from refset.index import parse_memory
 from transforms.group_filter import GroupFilterConfig
 
-LABEL_SOURCES = ("annotations", "captions", "captioner")
-AUTO_MIN_COUNT_IMAGES = 1000
+PROG = "python -m pipeline.build_index"
 
 
-class ReferenceSetOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        add = parser.add_argument
-        # I/O
-        add("--input", action="append", default=None,
-            help="image file, glob or directory, local or gs:// (repeatable); with --label_source annotations "
-                 "it defaults to <annotations>/images")
-        add("--output", help="reference-set directory, local or gs://")
-        add("--overwrite", action="store_true", help="delete the output first and start fresh (default: resume)")
-        add("--num_shards", type=int, default=0,
-            help="input shards (resume unit, one output part per shard); 0 = ceil(images / images_per_shard)")
-        add("--images_per_shard", type=int, default=256, help="images per input shard when --num_shards is 0")
-        add("--max_side", type=int, default=1024, help="resize decoded images so the longest side is at most this (0 = keep)")
-        add("--max_pixels", type=int, default=100_000_000, help="refuse larger images as decompression bombs")
-        # labels
-        add("--label_source", choices=LABEL_SOURCES, default="captions")
-        add("--annotations", help="annotations directory: images/ + labels/ (label-map PNGs) + classes.txt")
-        add("--ignore_index", type=int, action="append", default=None,
-            help="label-map value(s) that are no class (repeatable), e.g. 255 for VOC, 0 for ADE20K, 11 for CamVid")
-        add("--captions", help="COCO captions JSON or JSONL {\"image\": ..., \"caption\": ...}, matched by file name")
-        # models
-        add("--preset", default="default", help="models preset: default (configured weights) | tiny-random (offline)")
-        add("--cache_dir", default=None, help="where presets materialise weights (default $REME_CACHE or ~/.cache/reme)")
-        add("--masker", choices=("felzenszwalb", "sam"), default="felzenszwalb")
-        add("--sam_model_type", default=SamConfig.model_type, help="vit_b | vit_l | vit_h")
-        add("--sam_checkpoint", default=None, help="SAM .pth checkpoint, local or gs://")
-        add("--sam_points_per_side", type=int, default=SamConfig.points_per_side)
-        add("--felzenszwalb_scale", type=float, default=FelzenszwalbConfig.scale)
-        add("--felzenszwalb_min_size", type=int, default=FelzenszwalbConfig.min_size)
-        add("--min_area", type=int, default=MaskerConfig.min_area, help="segments below this many pixels are dropped (too_small)")
-        add("--max_masks", type=int, default=MaskerConfig.max_masks, help="largest N masks kept per image (0 = all)")
-        add("--visual_kind", choices=("dinov2", "clip"), default=VisualEncoderConfig.kind)
-        add("--visual_model", default=VisualEncoderConfig.model_id)
-        add("--visual_image_size", type=int, default=VisualEncoderConfig.image_size)
-        add("--clip_model", default=ClipConfig.model_id)
-        add("--text_kind", choices=("clip", "sentence"), default=TextEncoderConfig.kind)
-        add("--text_model", default=TextEncoderConfig.model_id)
-        add("--captioner_kind", choices=("blip", "llava"), default=CaptionerConfig.kind)
-        add("--captioner_model", default=CaptionerConfig.model_id)
-        add("--captioner_prompt", default=None,
-            help='LLaVA prompt, e.g. "USER: <image>\\nDescribe the image. ASSISTANT:" (default: the model\'s own)')
-        add("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-        # batching and model sharing (RunInference)
-        add("--mask_batch_size", type=int, default=4)
-        add("--visual_batch_size", type=int, default=VisualEncoderConfig.batch_size)
-        add("--clip_batch_size", type=int, default=8, help="images per CLIP pairing batch")
-        add("--caption_batch_size", type=int, default=CaptionerConfig.batch_size)
-        add("--large_model", action="store_true",
-            help="share one model per machine across worker processes (RunInference large_model)")
-        add("--model_copies", type=int, default=None, help="model copies per machine when shared")
-        add("--torch_threads", type=int, default=0, help="torch intra-op threads per worker process (0 = torch default)")
-        # quality filtering
-        add("--outlier_std", type=float, default=GroupFilterConfig.outlier_std)
-        add("--trim_std", type=float, default=GroupFilterConfig.trim_std)
-        add("--min_label_count", type=int, default=0,
-            help=f"labels with fewer pairs are dropped as rare_label; 0 = auto: {GroupFilterConfig.min_label_count} "
-                 f"from {AUTO_MIN_COUNT_IMAGES} images on, 1 below (a handful of images cannot form groups)")
-        # output + index
-        add("--embedding_dtype", choices=("float16", "float32"), default="float16")
-        add("--memory_budget", default="2GB", help="FAISS index memory budget, e.g. 2GB")
-        add("--recall_target", type=float, default=0.95)
-        add("--skip_index", action="store_true", help="write the shards and manifest but no FAISS index")
+def add_worker_flags(parser: argparse.ArgumentParser, *, pairing: bool) -> None:
+    """RunInference batching and model sharing (both jobs)."""
+    add = parser.add_argument
+    add("--mask_batch_size", type=int, default=WorkerConfig.mask_batch_size, help="images per masker call")
+    add("--visual_batch_size", type=int, default=None,
+        help=f"images per visual-encoder forward (default {VisualEncoderConfig.batch_size})")
+    if pairing:
+        add("--clip_batch_size", type=int, default=WorkerConfig.pairing_batch_size,
+            help="images per CLIP pairing batch")
+        add("--clip_crop_batch_size", type=int, default=ClipConfig.batch_size,
+            help="segment crops per CLIP forward pass")
+    add("--large_model", action="store_true",
+        help="share one model per machine across worker processes (RunInference large_model)")
+    add("--model_copies", type=int, default=None, help="model copies per machine when shared")
+    add("--torch_threads", type=int, default=WorkerConfig.torch_threads,
+        help="torch intra-op threads per worker process (0 = auto: cores / direct_num_workers)")
+    add("--max_pixels", type=int, default=ReadConfig.max_pixels, help="refuse larger images as decompression bombs")
 
 
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr (exit status 2), without the usage block."""
+def add_index_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    # I/O
+    add("--input", action="append", default=None,
+        help="image file, glob or directory, local or gs:// (repeatable); with --label_source annotations "
+             "it defaults to <annotations>/images")
+    add("--output", help="reference-set directory, local or gs://")
+    add("--overwrite", action="store_true", help="delete the output first and start fresh (default: resume)")
+    add("--num_shards", type=int, default=IndexJobConfig.num_shards,
+        help="input shards (resume unit, one output part per shard); 0 = ceil(images / images_per_shard)")
+    add("--images_per_shard", type=int, default=IndexJobConfig.images_per_shard,
+        help="images per input shard when --num_shards is 0")
+    add("--max_side", type=int, default=ReadConfig.max_side,
+        help="resize decoded images so the longest side is at most this (0 = keep)")
+    # labels
+    add("--label_source", choices=LABEL_SOURCES, default=IndexJobConfig.label_source)
+    add("--annotations", help="annotations directory: images/ + labels/ (label-map PNGs) + classes.txt")
+    add("--ignore_index", type=int, action="append", default=None,
+        help="label-map value(s) that are no class (repeatable), e.g. 255 for VOC, 0 for ADE20K, 11 for CamVid")
+    add("--captions", help="COCO captions JSON or JSONL {\"image\": ..., \"caption\": ...}, matched by file name")
+    # models
+    add("--preset", default=ModelsConfig.preset, help="models preset: default (configured weights) | tiny-random (offline)")
+    add("--cache_dir", default=None, help="where presets materialise weights (default $REME_CACHE or ~/.cache/reme)")
+    add("--masker", choices=("felzenszwalb", "sam"), default=MaskerConfig.kind)
+    add("--sam_model_type", default=SamConfig.model_type, help="vit_b | vit_l | vit_h")
+    add("--sam_checkpoint", default=None, help="SAM .pth checkpoint, local or gs://")
+    add("--sam_points_per_side", type=int, default=SamConfig.points_per_side)
+    add("--felzenszwalb_scale", type=float, default=FelzenszwalbConfig.scale)
+    add("--felzenszwalb_min_size", type=int, default=FelzenszwalbConfig.min_size)
+    add("--min_area", type=int, default=MaskerConfig.min_area, help="segments below this many pixels are dropped (too_small)")
+    add("--max_masks", type=int, default=MaskerConfig.max_masks, help="largest N masks kept per image (0 = all)")
+    add("--visual_kind", choices=("dinov2", "clip"), default=VisualEncoderConfig.kind)
+    add("--visual_model", default=VisualEncoderConfig.model_id)
+    add("--visual_image_size", type=int, default=VisualEncoderConfig.image_size)
+    add("--clip_model", default=ClipConfig.model_id)
+    add("--text_kind", choices=("clip", "sentence"), default=TextEncoderConfig.kind)
+    add("--text_model", default=TextEncoderConfig.model_id)
+    add("--captioner_kind", choices=("blip", "llava"), default=CaptionerConfig.kind)
+    add("--captioner_model", default=CaptionerConfig.model_id)
+    add("--captioner_prompt", default=None,
+        help='LLaVA prompt, e.g. "USER: <image>\\nDescribe the image. ASSISTANT:" (default: the model\'s own)')
+    add("--caption_batch_size", type=int, default=CaptionerConfig.batch_size, help="images per captioner batch")
+    add("--device", default=VisualEncoderConfig.device, help="auto | cpu | cuda | cuda:N")
+    add("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=VisualEncoderConfig.precision,
+        help="numeric precision of the encoders on a GPU (auto = bf16 where supported); CPU runs in fp32")
+    add_worker_flags(parser, pairing=True)
+    # quality filtering
+    add("--outlier_std", type=float, default=GroupFilterConfig.outlier_std)
+    add("--trim_std", type=float, default=GroupFilterConfig.trim_std)
+    add("--min_label_count", type=int, default=0,
+        help=f"labels with fewer pairs are dropped as rare_label; 0 = auto: {GroupFilterConfig.min_label_count} "
+             f"from {AUTO_MIN_COUNT_IMAGES} images on, 1 below (a handful of images cannot form groups)")
+    # output + index
+    add("--embedding_dtype", choices=EMBEDDING_DTYPES, default=IndexJobConfig.embedding_dtype)
+    add("--memory_budget", default=IndexBuildConfig.memory_budget, help="FAISS index memory budget, e.g. 2GB")
+    add("--recall_target", type=float, default=IndexBuildConfig.recall_target)
+    add("--skip_index", action="store_true", help="write the shards and manifest but no FAISS index")
 
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
-
-def run_command(main) -> None:
-    """Run a command-line entry point, then end the process without interpreter teardown.
-
-    Torch, faiss, pyarrow and grpc each keep native thread pools; tearing them down in interpreter finalisation
-    occasionally aborted a run that had already finished, or already printed its one-line error, on a loaded
-    machine ("terminate called without an active exception", exit -6). By the time `main` returns or raises,
-    outputs are committed and messages printed, so flush and leave directly, with the status Python would give.
-    """
-    import logging
-    import os
-    import sys
-    import traceback
-
-    try:
-        code = main()
-    except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):
-            code = exc.code or 0
-        else:  # SystemExit("message"): Python prints it and exits 1
-            print(exc.code, file=sys.stderr)
-            code = 1
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(int(code or 0))
-
-
-def build_parser() -> argparse.ArgumentParser:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
-        prog="python -m pipeline.build_index",
+        prog=PROG,
         description="Build a ReME reference set (segments + labels + FAISS index) with Apache Beam.",
         epilog="Any other flag goes to Beam (e.g. --runner DataflowRunner --project P --region R "
                "--temp_location gs://b/tmp --setup_file ./setup.py).",
     )
-    ReferenceSetOptions._add_argparse_args(parser)
+    add_index_flags(parser)
     return parser
-
-
-def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """Check flag combinations before any work; one-line errors through parser.error (exit status 2)."""
-    if not args.output:
-        parser.error("--output is required")
-    if args.label_source == "annotations":
-        if not args.annotations:
-            parser.error("--label_source annotations needs --annotations DIR (images/ labels/ classes.txt)")
-        if args.captions:
-            parser.error("--captions conflicts with --label_source annotations")
-        if not args.input:
-
-            args.input = [storage.join(args.annotations, "images")]
-    else:
-        if args.ignore_index:
-            parser.error("--ignore_index only applies to --label_source annotations")
-        if args.annotations:
-            parser.error(f"--annotations conflicts with --label_source {args.label_source}")
-    if args.label_source == "captions" and not args.captions:
-        parser.error("--label_source captions needs --captions FILE (COCO captions JSON or JSONL)")
-    if args.label_source == "captioner" and args.captions:
-        parser.error("--captions conflicts with --label_source captioner (captions are generated)")
-    if not args.input:
-        parser.error("--input is required (file, glob or directory; repeatable)")
-    if args.num_shards < 0 or args.images_per_shard < 1:
-        parser.error("--num_shards must be >= 0 and --images_per_shard >= 1")
-    if args.max_side < 0 or args.min_area < 0 or args.max_masks < 0:
-        parser.error("--max_side, --min_area and --max_masks must be >= 0")
-    for name in ("mask_batch_size", "visual_batch_size", "clip_batch_size", "caption_batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1")
-    if args.model_copies is not None and args.model_copies < 1:
-        parser.error("--model_copies must be >= 1")
-    if args.outlier_std <= 0 or args.trim_std <= 0:
-        parser.error("--outlier_std and --trim_std must be > 0")
-    if args.min_label_count < 0:
-        parser.error("--min_label_count must be >= 0 (0 = auto)")
-    if not 0.0 < args.recall_target <= 1.0:
-        parser.error("--recall_target must be in (0, 1]")
-    if args.masker == "sam" and args.label_source != "annotations" and args.preset != "tiny-random" and not args.sam_checkpoint:
-        parser.error("--masker sam needs --sam_checkpoint (local or gs:// .pth), or use --preset tiny-random")
-    try:
-
-        parse_memory(args.memory_budget)
-    except (ImportError, ValueError) as exc:
-        parser.error(f"--memory_budget: {exc}")
-    return args
 
 
 def models_config(args: argparse.Namespace) -> ModelsConfig:
@@ -211,18 +145,57 @@ def models_config(args: argparse.Namespace) -> ModelsConfig:
         ),
         visual=VisualEncoderConfig(
             kind=args.visual_kind, model_id=args.visual_model, image_size=args.visual_image_size,
-            batch_size=args.visual_batch_size, device=args.device,
+            batch_size=args.visual_batch_size or VisualEncoderConfig.batch_size, device=args.device,
+            precision=args.precision,
         ),
-        clip=ClipConfig(model_id=args.clip_model, batch_size=max(ClipConfig.batch_size, args.clip_batch_size),
-                        device=args.device),
+        clip=ClipConfig(model_id=args.clip_model, batch_size=args.clip_crop_batch_size, device=args.device,
+                        precision=args.precision),
         text=TextEncoderConfig(kind=args.text_kind, model_id=args.text_model, device=args.device),
         captioner=CaptionerConfig(kind=args.captioner_kind, model_id=args.captioner_model, prompt=args.captioner_prompt,
-                                  batch_size=args.caption_batch_size, device=args.device),
+                                  batch_size=args.caption_batch_size, device=args.device, precision=args.precision),
     )
 
 
-def group_filter_config(args: argparse.Namespace, num_images: int | None = None) -> GroupFilterConfig:
-    min_count = args.min_label_count
-    if min_count == 0:
-        min_count = GroupFilterConfig.min_label_count if (num_images or 0) >= AUTO_MIN_COUNT_IMAGES else 1
-    return GroupFilterConfig(outlier_std=args.outlier_std, trim_std=args.trim_std, min_label_count=min_count)
+def worker_config(args: argparse.Namespace) -> WorkerConfig:
+    return WorkerConfig(
+        mask_batch_size=args.mask_batch_size,
+        pairing_batch_size=getattr(args, "clip_batch_size", WorkerConfig.pairing_batch_size),
+        label_batch_size=getattr(args, "label_batch_size", WorkerConfig.label_batch_size),
+        torch_threads=args.torch_threads, large_model=args.large_model, model_copies=args.model_copies,
+    )
+
+
+def index_config(args: argparse.Namespace) -> IndexJobConfig:
+    """Flags -> the typed job configuration (not yet validated)."""
+    inputs = args.input
+    if not inputs and args.label_source == "annotations" and args.annotations:
+        inputs = [storage.join(args.annotations, "images")]
+    return IndexJobConfig(
+        inputs=tuple(inputs or ()),
+        output=(args.output or "").rstrip("/"),
+        label_source=args.label_source,
+        annotations=args.annotations,
+        ignore_index=tuple(args.ignore_index or ()),
+        captions=args.captions,
+        overwrite=args.overwrite,
+        num_shards=args.num_shards,
+        images_per_shard=args.images_per_shard,
+        embedding_dtype=args.embedding_dtype,
+        read=ReadConfig(max_side=args.max_side, max_pixels=args.max_pixels),
+        models=models_config(args),
+        workers=worker_config(args),
+        group_filter=GroupFilterConfig(outlier_std=args.outlier_std, trim_std=args.trim_std,
+                                       min_label_count=args.min_label_count),
+        index=IndexBuildConfig(memory_budget=args.memory_budget, recall_target=args.recall_target,
+                               skip=args.skip_index),
+    )
+
+
+def parse(argv=None) -> tuple[IndexJobConfig, list[str]]:
+    """argv -> (validated IndexJobConfig, the flags left for Beam); a bad flag exits 2 with one line."""
+    parser = get_args_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    try:
+        return index_config(args).validate(), beam_args
+    except UsageError as exc:
+        parser.error(str(exc))

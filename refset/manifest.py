@@ -57,29 +57,6 @@ def count_outputs(output: str) -> dict[str, Any]:
     }
 
 
-def metrics_dict(result) -> dict[str, int]:
-    """Beam counters of a finished pipeline result (committed values; attempted where a runner has no commits)."""
-    if result is None:
-        return {}
-    out: dict[str, int] = {}
-    try:
-        counters = result.metrics().query()["counters"]
-    except Exception:  # a runner without metrics support
-        return out
-    for counter in counters:
-        try:
-            value = counter.committed
-        except Exception:
-            value = None
-        if value is None:
-            value = counter.attempted
-        name = counter.key.metric.name
-        namespace = counter.key.metric.namespace
-        key = name if namespace == "reme" else f"{namespace}.{name}"
-        out[key] = out.get(key, 0) + int(value or 0)
-    return dict(sorted(out.items()))
-
-
 def build_manifest(
     output: str,
     *,

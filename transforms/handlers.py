@@ -11,7 +11,7 @@ the models layer's one-line message.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -30,6 +30,27 @@ def set_torch_threads(threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def apply_isolated(items: list[dict], stage: str, apply: Callable[[list[dict]], None]) -> None:
+    """The failure rule of every per-item stage: run `apply` on the items together; if that raises, run it item by
+    item, and an item that still raises carries a failure row (uri, stage, error) instead of its results. Items
+    that already failed never reach a stage; one bad input never costs the others their results."""
+    if not items:
+        return
+    try:
+        apply(items)
+        return
+    except Exception as exc:
+        if len(items) == 1:
+            items[0]["failure"] = failure_row(items[0]["uri"], stage, exc)
+            return
+        log.info("%s batch of %d failed (%s); retrying item by item", stage, len(items), exc)
+    for item in items:  # isolate the item that broke the batch
+        try:
+            apply([item])
+        except Exception as exc:
+            item["failure"] = failure_row(item["uri"], stage, exc)
 
 
 class ModelBundle:
@@ -81,17 +102,8 @@ class ItemModelHandler(ModelHandler[dict, dict, Any]):
 
     def run_inference(self, batch: Sequence[dict], model, inference_args=None) -> Iterable[dict]:
         items = [dict(item) for item in batch]
-        live = [item for item in items if item.get("failure") is None and self.wants(item)]
-        if live:
-            try:
-                self.apply(live, model)
-            except Exception as batch_exc:  # isolate the image that broke the batch
-                log.info("%s batch of %d failed (%s); retrying image by image", self.stage, len(live), batch_exc)
-                for item in live:
-                    try:
-                        self.apply([item], model)
-                    except Exception as exc:
-                        item["failure"] = failure_row(item["uri"], self.stage, exc)
+        apply_isolated([item for item in items if item.get("failure") is None and self.wants(item)], self.stage,
+                       lambda some: self.apply(some, model))
         return items
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
@@ -103,9 +115,8 @@ class ItemModelHandler(ModelHandler[dict, dict, Any]):
 
 
 class ItemDoFn(beam.DoFn):
-    """A per-image stage outside RunInference, with the handlers' failure rule: items that already failed pass
-    through untouched; an error marks only this item as failed at `stage`. Subclasses implement `apply(item)`,
-    which fills fields of a copy of the item."""
+    """A per-image stage outside RunInference, with the handlers' failure rule (apply_isolated). Subclasses
+    implement `apply(item)`, which fills fields of a copy of the item."""
 
     stage = "label"
 
@@ -115,8 +126,5 @@ class ItemDoFn(beam.DoFn):
     def process(self, item):
         if item.get("failure") is None:
             item = dict(item)
-            try:
-                self.apply(item)
-            except Exception as exc:
-                item["failure"] = failure_row(item["uri"], self.stage, exc)
+            apply_isolated([item], self.stage, lambda some: self.apply(some[0]))
         yield item

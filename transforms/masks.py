@@ -1,4 +1,4 @@
-"""Masks stage: the configured class-agnostic masker per image; masks leave this stage as COCO RLE.
+"""The Mask step: the configured class-agnostic masker per image; masks leave this step as COCO RLE.
 
 The masker is built with min_area=0 so that segments below the minimum area are *seen* and recorded as
 "too_small" drops (every masker segment is accounted for); `max_masks` still bounds memory inside the masker
@@ -17,14 +17,20 @@ from transforms.handlers import ItemModelHandler
 
 
 def segment_fields(masks: np.ndarray, scores: np.ndarray, min_area: int) -> dict:
-    """bool [N,H,W] masks -> the item fields every later stage reads (dense masks are not kept)."""
+    """bool [N,H,W] masks -> the item fields every later step reads (dense masks are not kept).
+
+    `keep`: the segments that pass the minimum area; `to_embed`: the segments the Embed step will embed (all the
+    kept ones, until the Pair step narrows them to the paired ones).
+    """
     segments = Segments(masks, scores)
     areas = segments.areas
+    keep = areas >= max(int(min_area), 1)
     return {
         "rles": segments.rles(),
         "areas": areas,
         "bboxes": segments.bboxes,
-        "keep": areas >= max(int(min_area), 1),
+        "keep": keep,
+        "to_embed": np.flatnonzero(keep),
     }
 
 

@@ -1,4 +1,4 @@
-"""The paper's initial pairing (ReME §3): each label takes the segment most similar to it.
+"""The Pair step, the paper's initial pairing (ReME §3): each label takes the segment most similar to it.
 
 S (m x d) segment embeddings and L (n x d) label embeddings, both unit vectors; sim = S·Lᵀ; label j is paired
 with i* = argmax_i sim[i, j] and the pair score is that cosine. Segments no label picked are dropped as
@@ -8,13 +8,16 @@ segments); those pairs share the segment's id and are told apart by their label.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-import apache_beam as beam
 import numpy as np
 
-from refset import staging
-from transforms import records
+from models.clip import ClipEncoder
+from models.config import ModelsConfig, TextEncoderConfig
+from models.text import build_text_encoder
+from transforms.embed import masks_of
+from transforms.handlers import ItemModelHandler, ModelBundle
 
 
 @dataclass(frozen=True)
@@ -48,80 +51,55 @@ def pair_segments(segments: np.ndarray, labels: np.ndarray) -> Pairing:
     )
 
 
-def image_results(item: dict, annotated: bool) -> dict[str, list[dict]]:
-    """One processed image item -> its staging rows by kind: pairs, drops, failures, images.
-
-    Accounting: every segment the masker (or the annotation) produced ends up as a pair or a drop;
-    a failed image is one failure row and nothing else.
-    """
-    out: dict[str, list[dict]] = {kind: [] for kind in staging.KINDS}
-    if item.get("failure") is not None:
-        out["failures"].append(item["failure"])
-        return out
-    uri, width, height = item["uri"], item["width"], item["height"]
-    rles = item.get("rles", [])
-    out["images"].append({"uri": uri, "width": width, "height": height, "segments": len(rles)})
-    keys = [
-        records.segment_keys(uri, i, width, height, item["bboxes"][i], item["areas"][i], rles[i])
-        for i in range(len(rles))
-    ]
-    kept = np.flatnonzero(item["keep"]) if len(rles) else np.zeros(0, dtype=np.int64)
-    for i in np.flatnonzero(~np.asarray(item["keep"], dtype=bool)) if len(rles) else []:
-        label = item["segment_labels"][i] if annotated else None
-        out["drops"].append(records.drop_row(keys[i], "too_small", label=label))
-    if len(kept) == 0:
-        return out
-    visual = item["visual"]
-    if annotated:
-        for row, i in enumerate(kept):
-            out["pairs"].append({**keys[i], "label": item["segment_labels"][i], "pair_score": 1.0,
-                                 "visual_embedding": visual[row]})
-        return out
-    labels = item.get("labels") or []
-    if not labels:
-        for i in kept:
-            out["drops"].append(records.drop_row(keys[i], "unlabelled"))
-        return out
-    pairing = pair_segments(item["clip"], item["label_embeddings"])
-    for seg, lab, score in zip(pairing.segment, pairing.label, pairing.score, strict=True):
-        i = kept[seg]
-        out["pairs"].append({**keys[i], "label": labels[lab], "pair_score": float(score),
-                             "visual_embedding": visual[seg]})
-    for seg in pairing.unpaired:
-        out["drops"].append(records.drop_row(keys[kept[seg]], "unpaired"))
-    return out
-
+def paired_with_segments(pairing: Pairing, candidates: np.ndarray) -> Pairing:
+    """A pairing over `candidates` (indices of the image's segments) re-expressed in the image's own indices."""
+    candidates = np.asarray(candidates, dtype=np.int64)
+    return dataclasses.replace(pairing, segment=candidates[pairing.segment], unpaired=candidates[pairing.unpaired])
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Beam shell
 # ---------------------------------------------------------------------------------------------------------
-class FinishImage(beam.DoFn):
-    """item -> (shard, (kind, row)) for every staging row of the image; counts what happened to it."""
+def clip_text_config(models: ModelsConfig) -> TextEncoderConfig:
+    """The CLIP text tower of the pairing model (same checkpoint as the CLIP image side, so S·Lᵀ is meaningful)."""
+    return dataclasses.replace(
+        models.text, kind="clip", model_id=models.clip.model_id, revision=models.clip.revision, device=models.clip.device
+    )
 
-    def __init__(self, annotated: bool):
-        self.annotated = annotated
-        counter = beam.metrics.Metrics.counter
-        self.images_failed = counter("reme", "images_failed")
-        self.images_done = counter("reme", "images_processed")
-        self.masks = counter("reme", "masks")
-        self.pairs = counter("reme", "pairs")
-        self.dropped = {}
 
-    def process(self, item):
-        results = image_results(item, self.annotated)
-        if results["failures"]:
-            self.images_failed.inc()
-        else:
-            self.images_done.inc()
-            self.masks.inc(len(item.get("rles", ())))
-        self.pairs.inc(len(results["pairs"]))
-        for row in results["drops"]:
-            reason = row["reason"]
-            if reason not in self.dropped:
-                self.dropped[reason] = beam.metrics.Metrics.counter("reme", f"dropped_{reason}")
-            self.dropped[reason].inc()
-        shard = item["shard"]
-        for kind, rows in results.items():
-            for row in rows:
-                yield shard, (kind, row)
+class PairingModelHandler(ItemModelHandler):
+    """item with segments and candidate `labels` -> `pairing` (in the image's segment indices) and `to_embed`
+    narrowed to the paired segments, from CLIP embeddings of the segments (masked crops) and of the labels.
+
+    Both embeddings are computed so that a value never depends on which other images shared its batch (a resumed
+    run must reproduce an uninterrupted one bit for bit, and batched matmuls of other shapes differ in the last
+    bits): segment crops are embedded image by image (an image's crops still form large batches), and each label
+    text is embedded on its own once per worker and then served from a cache (a caption vocabulary saturates).
+    """
+
+    stage = "pair"
+    metrics_name = "pairing"
+    LABEL_CACHE_SIZE = 50_000
+
+    def build(self, models: ModelsConfig):
+        return ModelBundle(clip=ClipEncoder(models.clip), text=build_text_encoder(clip_text_config(models)),
+                           label_cache={})
+
+    def wants(self, item: dict) -> bool:
+        return bool(np.any(item.get("keep", ()))) and bool(item.get("labels"))
+
+    def label_embedding(self, model, label: str) -> np.ndarray:
+        cache = model.label_cache
+        if label not in cache:
+            if len(cache) >= self.LABEL_CACHE_SIZE:
+                cache.clear()
+            cache[label] = np.asarray(model.text.encode([label]), dtype=np.float32)[0]
+        return cache[label]
+
+    def apply(self, items: list[dict], model) -> None:
+        for item in items:
+            kept = np.flatnonzero(item["keep"])
+            (segment_embeddings,) = model.clip.embed_segments([item["image"]], [masks_of(item, kept)])
+            labels = np.stack([self.label_embedding(model, label) for label in item["labels"]])
+            item["pairing"] = paired_with_segments(pair_segments(segment_embeddings, labels), kept)
+            item["to_embed"] = np.unique(item["pairing"].segment)

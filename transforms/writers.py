@@ -1,4 +1,5 @@
-"""The DoFns that write the index job's shards atomically (the rows and schemas are refset.staging's).
+"""The Commit and Write steps of the index job: staging shards and final shards, written atomically (the rows
+and schemas are refset.staging's).
 
 Every file is written temp-then-rename (storage.atomic_open); a staged shard's commit marker is written last,
 so a marker always means "all of this shard's staging files are complete".
@@ -14,8 +15,39 @@ import numpy as np
 from models.presets import resolve_models
 from models.text import build_text_encoder
 from refset import schema, staging, storage
+from transforms.records import staging_rows
 
 log = logging.getLogger(__name__)
+
+
+class StageRows(beam.DoFn):
+    """item -> (shard, (kind, row)) for every staging row of the image; counts what happened to it."""
+
+    def __init__(self, annotated: bool):
+        self.annotated = annotated
+        counter = beam.metrics.Metrics.counter
+        self.images_failed = counter("reme", "images_failed")
+        self.images_done = counter("reme", "images_processed")
+        self.masks = counter("reme", "masks")
+        self.pairs = counter("reme", "pairs")
+        self.dropped = {}
+
+    def process(self, item):
+        rows = staging_rows(item, self.annotated)
+        if rows["failures"]:
+            self.images_failed.inc()
+        else:
+            self.images_done.inc()
+            self.masks.inc(len(item.get("rles", ())))
+        self.pairs.inc(len(rows["pairs"]))
+        for row in rows["drops"]:
+            reason = row["reason"]
+            if reason not in self.dropped:
+                self.dropped[reason] = beam.metrics.Metrics.counter("reme", f"dropped_{reason}")
+            self.dropped[reason].inc()
+        for kind, kind_rows in rows.items():
+            for row in kind_rows:
+                yield item["shard"], (kind, row)
 
 
 class WriteStagedShard(beam.DoFn):
@@ -33,6 +65,23 @@ class WriteStagedShard(beam.DoFn):
         staging.write_staged_shard(self.output, shard, by_kind)
         self.committed.inc()
         yield shard
+
+
+class Commit(beam.PTransform):
+    """Processed image items -> one committed staging shard per input shard (files, then the marker); emits the
+    committed shard ids. The boundary of resumability: a re-run skips every image of a committed shard."""
+
+    def __init__(self, output: str, annotated: bool):
+        super().__init__()
+        self.output, self.annotated = output, annotated
+
+    def expand(self, items):
+        return (
+            items
+            | "StageRows" >> beam.ParDo(StageRows(self.annotated))
+            | "GroupByInputShard" >> beam.GroupByKey()
+            | "WriteStagedShard" >> beam.ParDo(WriteStagedShard(self.output))
+        )
 
 
 class ReadStagedShard(beam.DoFn):

@@ -7,6 +7,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from inference.labeller import LabelRequest
 from models.config import ModelsConfig
+from pipeline.config import LabelJobConfig
 from pipeline.label_job import LabelJob, build_label_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,11 +17,12 @@ def test_dataflow_graph_serialises():
     options = PipelineOptions([
         "--runner", "DataflowRunner", "--dry_run", "true", "--project", "my-project-123", "--region", "us-central1",
         "--temp_location", "gs://bucket/tmp", "--setup_file", str(REPO / "setup.py")])
-    job = LabelJob(index="gs://bucket/ref", output="gs://bucket/out", uris=("gs://bucket/in/a.jpg",), names=("a",),
-                   request=LabelRequest(("cat", "dog")), models=ModelsConfig())
+    config = LabelJobConfig(index="gs://bucket/ref", inputs=("gs://bucket/in",), output="gs://bucket/out",
+                            request=LabelRequest(("cat", "dog")))
+    job = LabelJob(config=config, models=ModelsConfig(), uris=("gs://bucket/in/a.jpg",), names=("a",))
     pipeline = beam.Pipeline(options=options)
     build_label_pipeline(pipeline, job, list(job.uris))
     proto = pipeline.to_runner_api()  # pickles every DoFn and ModelHandler, as submission does
     names = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"Decode", "Masks", "VisualEmbeddings", "LabelAndWrite", "WriteFailures"} <= names
+    assert {"Read", "Mask", "Embed", "Label", "Write", "WriteFailures"} <= names
     assert len(proto.SerializeToString()) > 0

@@ -77,33 +77,32 @@ def test_class_lists():
         LabelRequest(tuple(f"c{i}" for i in range(300)), ignore_value=255)
 
 
-def test_label_dofn_isolates_a_broken_item(ref, tmp_path):
-    """One item whose embeddings do not fit breaks the batched retrieval; only that item becomes a failure."""
-    import apache_beam as beam
-
+def test_label_and_write_steps_isolate_a_broken_item(ref, tmp_path):
+    """One item whose embeddings do not fit breaks the batched retrieval; only that item becomes a failure, and
+    the writer paints and writes the others."""
     from models.config import ModelsConfig
     from models.rle import encode_masks
-    from pipeline.label_job import LabelAndWrite, LabelJob
+    from transforms.label import LabelModelHandler, WriteImageOutputs
 
     reference, centres = ref
     request = LabelRequest(("dog", "cat"), k=2)
     uris = [f"/in/img{i}.png" for i in range(3)]
-    job = LabelJob(index="unused", output=str(tmp_path / "out"), uris=tuple(uris),
-                   names=tuple(f"img{i}" for i in range(3)), request=request, models=ModelsConfig())
-    dofn = LabelAndWrite(job)
-    dofn.labeller, dofn.dim, dofn.names = Labeller(reference, np.eye(2, 4), request), 8, dict(zip(uris, job.names, strict=False))
+    handler = LabelModelHandler("unused", request, ModelsConfig(), max_batch_size=4)
     masks = _masks()
     items = []
     for i, uri in enumerate(uris):
         emb = np.stack([centres[0]] * 3) if i != 1 else np.ones((3, 5))  # wrong dim for item 1
         items.append({"uri": uri, "image": np.zeros((6, 6, 3), np.uint8), "height": 6, "width": 6,
-                      "rles": encode_masks(masks), "keep": np.ones(3, bool), "visual": emb, "failure": None})
+                      "rles": encode_masks(masks), "keep": np.ones(3, bool), "to_embed": np.arange(3),
+                      "visual": emb, "failure": None})
     items.append({"uri": "/in/bad.png", "failure": {"uri": "/in/bad.png", "stage": "decode",
                                                       "error_type": "ImageDecodeError", "message": "x"}})
-    out = list(dofn.process(items))
-    done = [o for o in out if not isinstance(o, beam.pvalue.TaggedOutput)]
-    failed = [o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput)]
-    assert done == [uris[0], uris[2]]
-    assert [(f["uri"], f["stage"]) for f in failed] == [("/in/bad.png", "decode"), (uris[1], "label")]
+    labelled = list(handler.run_inference(items, Labeller(reference, np.eye(2, 4), request)))
+    writer = WriteImageOutputs(str(tmp_path / "out"), {u: f"img{i}" for i, u in enumerate(uris)}, request, False)
+    written = [out for item in labelled for out in writer.process(item)]
+    failed = [(item["uri"], item["failure"]["stage"]) for item in written if item["failure"] is not None]
+    assert failed == [(uris[1], "label"), ("/in/bad.png", "decode")]
+    assert list(labelled[0]["decision"].class_ids) == [0, 0, 0]  # all three segments near the "dog" centre
     assert (tmp_path / "out" / "img0.png").is_file() and not (tmp_path / "out" / "img1.png").exists()
     assert (tmp_path / "out" / "segments" / "img2.parquet").is_file()
+

@@ -30,20 +30,20 @@ def test_dataflow_job_graph_serialises_offline(tmp_path, source, tiny_models):
             "--runner", "DataflowRunner", "--dry_run", "true", "--project", "my-project-123", "--region",
             "us-central1", "--temp_location", "gs://bucket/tmp", "--setup_file", str(REPO / "setup.py"),
             "--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"]
-    args, beam_args = build_index.parse(argv)
-    plan = build_index.prepare(args)
+    config, beam_args = build_index.parse(argv)
+    plan = build_index.prepare(config)
     options = PipelineOptions(beam_args, save_main_session=True)
     assert options.get_all_options()["runner"] == "DataflowRunner"
     pipeline = beam.Pipeline(options=options)
-    build_index.build_pipeline(pipeline, args, plan)
+    build_index.build_pipeline(pipeline, config, plan)
     # Beam's --dry_run skips the GCS bucket checks; to_runner_api() pickles every DoFn, ModelHandler and side
     # input into the portable job proto, as submission does, with no network involved.
     proto = pipeline.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
-    expected = {"ReadImages", "VisualEmbeddings", "CommitShard", "ReadStaged", "GroupFilter", "WriteLabels",
-                "WriteSegments", "WriteDropped", "WriteFailures"}
-    expected |= {"annotations": {"AnnotationSegments"}, "captions": {"Masks", "CaptionLabels", "PairingEmbeddings"},
-                 "captioner": {"Masks", "Captioner", "PairingEmbeddings"}}[source]
+    # The steps of the README's method table, by name: Read, Mask, Label, Pair, Embed, ..., Filter, Write.
+    expected = {"Read", "Label", "Embed", "Commit", "ReadStaged", "Filter", "WriteLabels", "WriteSegments",
+                "WriteDropped", "WriteFailures"}
+    expected |= {"annotations": set(), "captions": {"Mask", "Pair"}, "captioner": {"Mask", "Pair"}}[source]
     assert expected <= names
     assert len(proto.SerializeToString()) > 1000
     # the graph round-trips through its proto form, as the Dataflow runner does before submission

@@ -10,33 +10,43 @@ from pathlib import Path
 import pytest
 
 from pipeline import build_index
-from pipeline.options import models_config
+from pipeline.config import IndexJobConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_flags_reach_the_typed_configs():
-    args, beam_args = build_index.parse([
+    config, beam_args = build_index.parse([
         "--input", "a/*.jpg", "--input", "gs://b/imgs", "--output", "out", "--captions", "c.jsonl",
         "--masker", "sam", "--sam_checkpoint", "gs://b/sam.pth", "--sam_model_type", "vit_h", "--min_area", "10",
         "--visual_kind", "clip", "--visual_model", "openai/clip-vit-large-patch14", "--visual_batch_size", "32",
-        "--device", "cuda", "--outlier_std", "1.5", "--runner", "DirectRunner", "--direct_num_workers", "2",
+        "--device", "cuda", "--precision", "bf16", "--outlier_std", "1.5", "--clip_batch_size", "3",
+        "--clip_crop_batch_size", "96", "--runner", "DirectRunner", "--direct_num_workers", "2",
     ])
-    assert args.input == ["a/*.jpg", "gs://b/imgs"]
+    assert config.inputs == ("a/*.jpg", "gs://b/imgs")
     assert beam_args == ["--runner", "DirectRunner", "--direct_num_workers", "2"]
-    models = models_config(args)
+    models = config.models
     assert models.masker.kind == "sam" and models.masker.sam.model_type == "vit_h"
     assert models.masker.sam.checkpoint == "gs://b/sam.pth" and models.masker.min_area == 10
     assert models.visual.kind == "clip" and models.visual.batch_size == 32 and models.visual.device == "cuda"
-    assert build_index.group_filter_config(args).outlier_std == 1.5
+    assert models.visual.precision == models.clip.precision == models.captioner.precision == "bf16"
+    # images per pairing batch and crops per CLIP forward are two settings, not one merged with max()
+    assert config.workers.pairing_batch_size == 3 and models.clip.batch_size == 96
+    assert config.group_filter.outlier_std == 1.5
     # min_label_count 0 = auto: small runs cannot form groups of 3, large ones can
-    assert build_index.group_filter_config(args, num_images=7).min_label_count == 1
-    assert build_index.group_filter_config(args, num_images=5000).min_label_count == 3
+    assert config.group_filter_for(num_images=7).min_label_count == 1
+    assert config.group_filter_for(num_images=5000).min_label_count == 3
+
+
+def test_every_flag_default_is_the_config_default():
+    """The parser reads its defaults from the dataclasses: flags left out give the Python API's defaults."""
+    config, _ = build_index.parse(["--input", "x", "--output", "o", "--captions", "c"])
+    assert config == IndexJobConfig(inputs=("x",), output="o", captions="c")
 
 
 def test_annotations_input_defaults_to_images_folder():
-    args, _ = build_index.parse(["--output", "o", "--label_source", "annotations", "--annotations", "/d/voc"])
-    assert args.input == ["/d/voc/images"]
+    config, _ = build_index.parse(["--output", "o", "--label_source", "annotations", "--annotations", "/d/voc"])
+    assert config.inputs == ("/d/voc/images",)
 
 
 @pytest.mark.parametrize(

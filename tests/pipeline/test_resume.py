@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from pipeline import build_index
+from pipeline.command import UsageError
 from refset import staging
 
 from .helpers import make_annotated_dataset, make_captions, snapshot
@@ -72,10 +74,8 @@ def five_shards(monkeypatch):
     """Runs without --num_shards must pick 5 shards here, as the uninterrupted run did (17 images / 4 per shard)."""
     real_prepare = build_index.prepare
 
-    def prepare(args):
-        if not args.num_shards:
-            args.images_per_shard = 4
-        return real_prepare(args)
+    def prepare(config):
+        return real_prepare(config if config.num_shards else dataclasses.replace(config, images_per_shard=4))
 
     monkeypatch.setattr(build_index, "prepare", prepare)
 
@@ -85,12 +85,12 @@ def test_rerun_with_conflicting_shards_or_inputs_stops_with_one_line(tiny_models
     output = tmp_path / "out"
     run_job(tiny_models, output, root, "--num_shards", "2", "--skip_index")
     assert json.loads((output / "_run.json").read_text())["num_shards"] == 2
-    with pytest.raises(SystemExit, match="--num_shards 3 conflicts with 2"):
+    with pytest.raises(UsageError, match="--num_shards 3 conflicts with 2"):
         run_job(tiny_models, output, root, "--num_shards", "3")
-    with pytest.raises(SystemExit, match="settings differ"):
+    with pytest.raises(UsageError, match="settings differ"):
         run_job(tiny_models, output, root, "--max_side", "32")
     make_annotated_dataset(tmp_path / "data", n_images=4)  # one more image appears
-    with pytest.raises(SystemExit, match="inputs differ"):
+    with pytest.raises(UsageError, match="inputs differ"):
         run_job(tiny_models, output, root)
     manifest = run_job(tiny_models, output, root, "--overwrite", "--num_shards", "3", "--skip_index")
     assert manifest["counts"]["images_in"] == 4 and manifest["params"]["num_shards"] == 3

@@ -1,0 +1,219 @@
+"""One typed configuration per job: `IndexJobConfig` (the reference-set job) and `LabelJobConfig` (`reme label`
+and `reme evaluate`).
+
+Every default is defined once, in a dataclass: the model settings in models.config, the scoring rule in
+inference.labeller.LabelRequest, the group filter in transforms.group_filter.GroupFilterConfig, and the job
+settings here. The command-line parsers (pipeline.options, pipeline.cli), the Python API and the benches all read
+them from there. `validate()` raises command.UsageError with one line, so a bad setting is refused the same way
+from a flag or from Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from inference.labeller import LabelRequest
+from models.config import ModelsConfig
+from models.images import DEFAULT_MAX_PIXELS
+from pipeline.command import UsageError
+from refset.index import parse_memory
+from transforms.group_filter import GroupFilterConfig
+
+LABEL_SOURCES = ("annotations", "captions", "captioner")
+EMBEDDING_DTYPES = ("float16", "float32")
+# With min_label_count 0 (auto), runs of this many images or more drop labels seen fewer than
+# GroupFilterConfig.min_label_count times; smaller runs keep every label (a handful of images cannot form groups).
+AUTO_MIN_COUNT_IMAGES = 1000
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """How input images are decoded (models.images.decode_image), in both jobs."""
+
+    max_side: int = 1024  # longest side after decoding (0 = keep); the index job's working size
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger inputs are refused from the header (decompression bombs)
+
+    def validate(self) -> None:
+        if self.max_side < 0:
+            raise UsageError("--max_side must be >= 0")
+        if self.max_pixels < 1:
+            raise UsageError("--max_pixels must be >= 1")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Batching and model sharing on the workers (Beam RunInference), in both jobs.
+
+    Images per visual-encoder or captioner forward are the model configs' own `batch_size`; CLIP crops per forward
+    are `ClipConfig.batch_size`. These are the batch sizes of the stages with no model config of their own.
+    """
+
+    mask_batch_size: int = 4  # images per masker call
+    pairing_batch_size: int = 8  # images per CLIP pairing batch
+    label_batch_size: int = 16  # images per retrieval batch (labelling job)
+    torch_threads: int = 0  # torch intra-op threads per worker process; 0 = auto (see build_index)
+    large_model: bool = False  # one model copy per machine, shared by its worker processes
+    model_copies: int | None = None  # model copies per machine when shared
+
+    def validate(self) -> None:
+        for name in ("mask_batch_size", "pairing_batch_size", "label_batch_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be >= 1")
+        if self.torch_threads < 0:
+            raise UsageError("--torch_threads must be >= 0 (0 = auto)")
+        if self.model_copies is not None and self.model_copies < 1:
+            raise UsageError("--model_copies must be >= 1")
+
+
+@dataclass(frozen=True)
+class IndexBuildConfig:
+    """The FAISS step after the pipeline (refset.index.build_index)."""
+
+    memory_budget: str = "2GB"  # memory the loaded index may use (2GB = 2e9 bytes, 2GiB = 2**31)
+    recall_target: float = 0.95  # recall@10 against exact search, measured on held-out queries
+    skip: bool = False  # write the shards and manifest but no index
+
+    def validate(self) -> None:
+        try:
+            parse_memory(self.memory_budget)
+        except ValueError as exc:
+            raise UsageError(f"--memory_budget: {exc}") from exc
+        if not 0.0 < self.recall_target <= 1.0:
+            raise UsageError("--recall_target must be in (0, 1]")
+
+
+def _check_batch_sizes(models: ModelsConfig) -> None:
+    for flag, value in (("--visual_batch_size", models.visual.batch_size),
+                        ("--caption_batch_size", models.captioner.batch_size),
+                        ("--clip_crop_batch_size", models.clip.batch_size)):
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1")
+
+
+@dataclass(frozen=True)
+class IndexJobConfig:
+    """Everything one run of the reference-set job needs (python -m pipeline.build_index)."""
+
+    inputs: tuple[str, ...]  # image files, globs or directories, local or gs://
+    output: str  # the reference-set directory, local or gs://
+    label_source: Literal["annotations", "captions", "captioner"] = "captions"
+    annotations: str | None = None  # annotations directory: images/ + labels/ + classes.txt
+    ignore_index: tuple[int, ...] = ()  # label-map values that are no class
+    captions: str | None = None  # COCO captions JSON or JSONL
+    overwrite: bool = False  # delete the output first (default: resume)
+    num_shards: int = 0  # input shards; 0 = ceil(images / images_per_shard)
+    images_per_shard: int = 256
+    embedding_dtype: Literal["float16", "float32"] = "float16"
+    read: ReadConfig = field(default_factory=ReadConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    workers: WorkerConfig = field(default_factory=WorkerConfig)
+    group_filter: GroupFilterConfig = field(default_factory=lambda: GroupFilterConfig(min_label_count=0))
+    index: IndexBuildConfig = field(default_factory=IndexBuildConfig)
+
+    @property
+    def annotated(self) -> bool:
+        return self.label_source == "annotations"
+
+    def validate(self) -> IndexJobConfig:
+        """Check the settings before any work (UsageError, one line); returns self."""
+        if not self.output:
+            raise UsageError("--output is required")
+        if self.label_source not in LABEL_SOURCES:
+            raise UsageError(f"--label_source must be one of {', '.join(LABEL_SOURCES)}")
+        if self.annotated:
+            if not self.annotations:
+                raise UsageError("--label_source annotations needs --annotations DIR (images/ labels/ classes.txt)")
+            if self.captions:
+                raise UsageError("--captions conflicts with --label_source annotations")
+        else:
+            if self.ignore_index:
+                raise UsageError("--ignore_index only applies to --label_source annotations")
+            if self.annotations:
+                raise UsageError(f"--annotations conflicts with --label_source {self.label_source}")
+        if self.label_source == "captions" and not self.captions:
+            raise UsageError("--label_source captions needs --captions FILE (COCO captions JSON or JSONL)")
+        if self.label_source == "captioner" and self.captions:
+            raise UsageError("--captions conflicts with --label_source captioner (captions are generated)")
+        if not self.inputs:
+            raise UsageError("--input is required (file, glob or directory; repeatable)")
+        if self.num_shards < 0 or self.images_per_shard < 1:
+            raise UsageError("--num_shards must be >= 0 and --images_per_shard >= 1")
+        if self.embedding_dtype not in EMBEDDING_DTYPES:
+            raise UsageError(f"--embedding_dtype must be one of {', '.join(EMBEDDING_DTYPES)}")
+        masker = self.models.masker
+        if masker.min_area < 0 or masker.max_masks < 0:
+            raise UsageError("--min_area and --max_masks must be >= 0")
+        if masker.kind == "sam" and not self.annotated and self.models.preset != "tiny-random" \
+                and not masker.sam.checkpoint:
+            raise UsageError("--masker sam needs --sam_checkpoint (local or gs:// .pth), or use --preset tiny-random")
+        if self.group_filter.outlier_std <= 0 or self.group_filter.trim_std <= 0:
+            raise UsageError("--outlier_std and --trim_std must be > 0")
+        if self.group_filter.min_label_count < 0:
+            raise UsageError("--min_label_count must be >= 0 (0 = auto)")
+        _check_batch_sizes(self.models)
+        for part in (self.read, self.workers, self.index):
+            part.validate()
+        return self
+
+    def group_filter_for(self, num_images: int) -> GroupFilterConfig:
+        """The group filter of a run over `num_images` images (min_label_count 0 = auto, see above)."""
+        if self.group_filter.min_label_count:
+            return self.group_filter
+        auto = GroupFilterConfig.min_label_count if num_images >= AUTO_MIN_COUNT_IMAGES else 1
+        return dataclasses.replace(self.group_filter, min_label_count=auto)
+
+
+@dataclass(frozen=True)
+class ModelChoices:
+    """What `reme label` may choose about models; everything unset (None) is the index's own.
+
+    The visual and text encoders must be the index's (checked at launch); the masker, device and batch sizes
+    may differ from how the index was built.
+    """
+
+    preset: str | None = None
+    cache_dir: str | None = None
+    masker: Literal["felzenszwalb", "sam"] | None = None
+    min_area: int | None = None
+    visual_kind: Literal["dinov2", "clip"] | None = None
+    visual_model: str | None = None
+    text_kind: Literal["clip", "sentence"] | None = None
+    text_model: str | None = None
+    device: str | None = None
+    visual_batch_size: int | None = None
+
+    def validate(self) -> None:
+        if self.min_area is not None and self.min_area < 0:
+            raise UsageError("--min_area must be >= 0")
+        if self.visual_batch_size is not None and self.visual_batch_size < 1:
+            raise UsageError("--visual_batch_size must be >= 1")
+
+
+# `reme label` decodes at the input's own size (0 = keep) and paints at that size.
+LABEL_MAX_SIDE = 0
+
+
+@dataclass(frozen=True)
+class LabelJobConfig:
+    """Everything one labelling run needs (`reme label`; `reme evaluate` labels a benchmark with it)."""
+
+    index: str  # the reference set, local or gs://
+    inputs: tuple[str, ...]  # directories, globs or gs:// prefixes of images
+    output: str  # where label maps go, local or gs://
+    request: LabelRequest  # the classes and the scoring rule
+    models: ModelChoices = field(default_factory=ModelChoices)
+    read: ReadConfig = field(default_factory=lambda: ReadConfig(max_side=LABEL_MAX_SIDE))
+    workers: WorkerConfig = field(default_factory=WorkerConfig)
+    overlay: bool = False  # also write colour overlays with a legend
+    progress: bool = True  # a progress bar while labelling
+
+    def validate(self) -> LabelJobConfig:
+        if not self.inputs:
+            raise UsageError("no input given")
+        if not self.output:
+            raise UsageError("no output directory given")
+        for part in (self.models, self.read, self.workers):
+            part.validate()
+        return self
