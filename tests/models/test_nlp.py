@@ -46,6 +46,12 @@ def test_spacy_path_head_noun_f1_on_the_gold_captions():
     assert head_f1(read_gold("captions_gold.jsonl"), "spacy") >= 0.95
 
 
+@pytest.mark.parametrize("backend", ["rules", pytest.param("spacy", marks=needs_spacy)])
+def test_head_noun_f1_on_the_heldout_captions(backend):
+    # The held-out set was written and committed before the rules were tuned; this guards the same bar there.
+    assert head_f1(read_gold("captions_heldout.jsonl"), backend) >= 0.95
+
+
 # --- error classes ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("caption, expected", [
@@ -69,6 +75,8 @@ def test_coordinated_colours_are_modifiers_not_labels(caption, expected):
     ("An aerial view of a city.", ["city"]),
     ("A photo taken from a boat of a lighthouse.", ["boat", "lighthouse"]),
     ("An old picture showing two women on a porch.", ["woman", "porch"]),
+    ("A girl taking a selfie with her phone.", ["girl", "phone"]),
+    ("Two men pose for a photo with a trophy.", ["man", "trophy"]),
     # a picture that hangs somewhere is a thing in the scene
     ("A picture hanging on a wall above a sofa.", ["picture", "wall", "sofa"]),
 ])
@@ -114,6 +122,8 @@ def test_setting_words_drop_alone_and_keep_the_place(caption, expected):
     ("A woman cooking eggs in a frying pan.", ["woman", "egg", "frying pan"]),
     ("A train crossing a bridge.", ["train", "bridge"]),
     ("A dog standing in the snow.", ["dog", "snow"]),
+    ("A woman in a green dress holding an umbrella.", ["woman", "dress", "umbrella"]),
+    ("A horse bending down to eat grass.", ["horse", "grass"]),
     ("A horse drawn cart on a dirt road.", ["horse", "cart", "dirt road"]),
     ("A pizza cut into slices on a tray.", ["pizza", "slice", "tray"]),
 ])
@@ -123,9 +133,13 @@ def test_ing_and_ed_forms_verbs_versus_nouns(caption, expected):
 
 @pytest.mark.parametrize("caption, expected", [
     ("A dog's bowl next to a chair.", ["dog", "bowl", "chair"]),
+    ("A lighthouse under a partly cloudy sky.", ["lighthouse", "sky"]),
+    ("A bus that seems to be stuck in the mud.", ["bus", "mud"]),
     ("A herd of cows and a flock of sheep.", ["cow", "sheep"]),
     ("A slice of pizza on the top of a box.", ["pizza", "box"]),
     ("A shelf full of jars.", ["shelf", "jar"]),
+    ("Different kinds of bread on a counter.", ["bread", "counter"]),
+    ("A van parked on the side with its door open.", ["van", "door"]),
     ("Three teddy bears and 2 fire hydrants.", ["teddy bear", "fire hydrant"]),
     ("A young boy holding a hot dog next to a potted plant.", ["boy", "hot dog", "potted plant"]),
 ])
