@@ -124,7 +124,6 @@ _POS_NAMES = {"VERB": "verb", "ADJ": "adjective", "ADV": "adverb", "AUX": "verb"
 _WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")
 
 
-@functools.lru_cache(maxsize=65536)
 def head_word_issue(label: str) -> str:
     """"" when the label's head (last) word can be a noun, else what it is ("adjective", "verb", "number", ...).
 
@@ -133,9 +132,11 @@ def head_word_issue(label: str) -> str:
     lexicon does not know are taken as nouns, as the caption chunker does (surfboard, frisbee).
     """
     words = _WORD.findall(label.lower())
-    if not words:
-        return "no word"
-    head = words[-1]
+    return _word_issue(words[-1]) if words else "no word"
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _word_issue(head: str) -> str:
     if any(ch.isdigit() for ch in head):
         return "number"
     for name, words_of_class in _CLOSED_CLASSES:
@@ -430,7 +431,7 @@ def _look_html(looks: list[LookList], names: list[str]) -> str:
 
 
 def build_report(root: str, per_label: int = DEFAULT_PER_LABEL, max_galleries: int = DEFAULT_MAX_GALLERIES,
-                 thumbnail_budget: int = DEFAULT_THUMBNAIL_BUDGET) -> str:
+                 thumbnail_budget: int = DEFAULT_THUMBNAIL_BUDGET, generated_at: datetime | None = None) -> str:
     """The HTML text of the report for the reference set at `root` (local or gs://)."""
     root = str(root).rstrip("/")
     manifest_path = storage.join(root, schema.MANIFEST)
@@ -467,7 +468,7 @@ def build_report(root: str, per_label: int = DEFAULT_PER_LABEL, max_galleries: i
         meta.append(f"labels from <b>{esc(_get(manifest, 'params', 'label_source'))}</b>")
     if _get(manifest, "model_info", "masker", "kind"):
         meta.append(f"masks by <b>{esc(_get(manifest, 'model_info', 'masker', 'kind'))}</b>")
-    meta.append(f"report made {esc(datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))}")
+    meta.append(f"report made {esc(_when((generated_at or datetime.now(timezone.utc)).isoformat()))}")
 
     all_segments = kept + n_dropped
     cards = [

@@ -76,9 +76,8 @@ def _ring(canvas: Image.Image, mask: np.ndarray, colour: tuple[int, int, int]) -
 
 def outline_on_image(image: np.ndarray, mask: np.ndarray) -> Image.Image:
     """The image with everything outside `mask` dimmed and the mask's contour drawn (both [h, w] at one size)."""
-    out = image.astype(np.float32)
-    out[~mask] *= DIM
-    out = out.astype(np.uint8)
+    out = image.copy()
+    out[~mask] = (out[~mask] * DIM).astype(np.uint8)
     out[find_boundaries(mask, mode="thick")] = OUTLINE
     canvas = Image.fromarray(out)
     if mask.mean() < SMALL_FRACTION:
@@ -100,7 +99,7 @@ def mask_alone(mask: np.ndarray) -> Image.Image:
 def _data_uri(image: Image.Image, fmt: str) -> str:
     buffer = io.BytesIO()
     if fmt == "JPEG":
-        image.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+        image.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True, subsampling=0)  # 4:4:4: a crisp contour
         mime = "image/jpeg"
     else:
         image.save(buffer, format="PNG", optimize=True)

@@ -186,6 +186,8 @@ class Page:
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             entry = params["entry"]
             self.errors.append(f"log: {entry.get('text')} {entry.get('url', '')}".strip())
+        elif method == "Page.javascriptDialogOpening":
+            self.errors.append(f"dialog: {params.get('type')} {params.get('message')!r}")
         elif method == "Network.requestWillBeSent":
             self.requests.append(params.get("request", {}).get("url", ""))
 

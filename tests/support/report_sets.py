@@ -11,11 +11,13 @@ No FAISS index is written: the report does not read it.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 from skimage import data
@@ -30,7 +32,7 @@ QUOTES = 'tree & "bush" \'s'
 
 @dataclass
 class Columns:
-    """Segment rows as columns (masks as RLE with their size)."""
+    """Segment rows as columns (masks as RLE with their size), appended row by row for small hand-made sets."""
 
     image_uri: list[str] = field(default_factory=list)
     width: list[int] = field(default_factory=list)
@@ -56,8 +58,20 @@ class Columns:
         if reason is not None:
             self.reason.append(reason)
 
-    def __len__(self) -> int:
-        return len(self.image_uri)
+    def table(self) -> pa.Table:
+        return pa.table({
+            "segment_id": pa.array([schema.segment_id(u, i) for i, u in enumerate(self.image_uri)], pa.string()),
+            "image_uri": pa.array(self.image_uri, pa.string()),
+            "width": pa.array(self.width, pa.int32()),
+            "height": pa.array(self.height, pa.int32()),
+            "bbox": pa.array(self.bbox, pa.list_(pa.float32(), 4)),
+            "area": pa.array(self.area, pa.int64()),
+            "mask_rle": pa.array(self.mask_rle, pa.binary()),
+            "label": pa.array(self.label, pa.string()),
+            "pair_score": pa.array(self.pair_score, pa.float32()),
+            "quality": pa.array(self.quality, pa.float32()),
+            **({"reason": pa.array(self.reason, pa.string())} if self.reason else {}),
+        })
 
 
 @dataclass(frozen=True)
@@ -75,51 +89,37 @@ def mask_info(mask: np.ndarray) -> MaskInfo:
     return MaskInfo(encode_masks(mask[None])[0], mask.shape[1], mask.shape[0], bbox, int(mask.sum()))
 
 
-def _keys(c: Columns) -> dict[str, pa.Array]:
-    ids = [schema.segment_id(u, i) for i, u in enumerate(c.image_uri)]
-    return {
-        "segment_id": pa.array(ids, pa.string()),
-        "image_uri": pa.array(c.image_uri, pa.string()),
-        "width": pa.array(c.width, pa.int32()),
-        "height": pa.array(c.height, pa.int32()),
-        "bbox": pa.array(c.bbox, pa.list_(pa.float32(), 4)),
-        "area": pa.array(c.area, pa.int64()),
-        "mask_rle": pa.array(c.mask_rle, pa.binary()),
-    }
-
-
-def write_refset(root: Path, kept: Columns, dropped: Columns, failures: list[dict], label_names: list[str],
+def write_refset(root: Path, kept: pa.Table, dropped: pa.Table | None, failures: list[dict], label_names: list[str],
                  shards: int = 4, manifest_extra: dict | None = None, visual_dim: int = 8, text_dim: int = 4) -> Path:
-    """Write segments/, dropped/, failures/, labels.parquet and manifest.json; label ids follow label_names."""
+    """Write segments/, dropped/, failures/, labels.parquet and manifest.json from tables of the segment keys plus
+    label, pair_score, quality (and reason for dropped); label ids follow label_names."""
     root = Path(root)
     for sub in (schema.SEGMENTS_DIR, schema.DROPPED_DIR, schema.FAILURES_DIR):
         (root / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    label_id = {name: i for i, name in enumerate(label_names)}
-    n = len(kept)
+    n = kept.num_rows
+    label_ids = pc.index_in(kept.column("label"), value_set=pa.array(label_names, pa.string()))
     embeddings = rng.normal(size=(n, visual_dim)).astype(np.float16)
     seg_schema = schema.segments_schema(visual_dim, "float16")
     table = pa.table({
-        **_keys(kept),
-        "label_id": pa.array([label_id[x] for x in kept.label], pa.int32()),
-        "label": pa.array(kept.label, pa.string()),
-        "pair_score": pa.array(kept.pair_score, pa.float32()),
-        "quality": pa.array(kept.quality, pa.float32()),
+        **{name: kept.column(name) for name in ("segment_id", "image_uri", "width", "height", "bbox", "area",
+                                                "mask_rle")},
+        "label_id": label_ids.cast(pa.int32()),
+        "label": kept.column("label"),
+        "pair_score": kept.column("pair_score"),
+        "quality": kept.column("quality"),
         "visual_embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), visual_dim),
-    }, schema=seg_schema)
+    }).cast(seg_schema)
     bounds = np.linspace(0, n, shards + 1).astype(int)
     for s in range(shards):
         pq.write_table(table.slice(bounds[s], bounds[s + 1] - bounds[s]), root / schema.SEGMENTS_DIR / schema.shard_name(s))
-    if len(dropped):
-        pq.write_table(pa.table({**_keys(dropped), "label": pa.array(dropped.label, pa.string()),
-                                 "pair_score": pa.array(dropped.pair_score, pa.float32()),
-                                 "quality": pa.array(dropped.quality, pa.float32()),
-                                 "reason": pa.array(dropped.reason, pa.string())}, schema=schema.dropped_schema()),
+    if dropped is not None and dropped.num_rows:
+        pq.write_table(dropped.select(schema.dropped_schema().names).cast(schema.dropped_schema()),
                        root / schema.DROPPED_DIR / schema.shard_name(0))
     if failures:
         pq.write_table(pa.Table.from_pylist(failures, schema=schema.failures_schema()),
                        root / schema.FAILURES_DIR / schema.shard_name(0))
-    counts = np.bincount([label_id[x] for x in kept.label], minlength=len(label_names))
+    counts = np.bincount(label_ids.to_numpy(), minlength=len(label_names))
     text = rng.normal(size=(len(label_names), text_dim)).astype(np.float32)
     pq.write_table(pa.table({
         "label_id": pa.array(np.arange(len(label_names)), pa.int32()),
@@ -127,19 +127,17 @@ def write_refset(root: Path, kept: Columns, dropped: Columns, failures: list[dic
         "count": pa.array(counts, pa.int64()),
         "text_embedding": pa.FixedSizeListArray.from_arrays(pa.array(text.reshape(-1)), text_dim),
     }, schema=schema.labels_schema(text_dim)), root / schema.LABELS)
-    reasons: dict[str, int] = {}
-    for r in dropped.reason:
-        reasons[r] = reasons.get(r, 0) + 1
-    stages: dict[str, int] = {}
-    for f in failures:
-        stages[f["stage"]] = stages.get(f["stage"], 0) + 1
-    images = len(set(kept.image_uri) | set(dropped.image_uri))
+    reasons = Counter(dropped.column("reason").to_pylist()) if dropped is not None else Counter()
+    stages = Counter(f["stage"] for f in failures)
+    images = len(set(kept.column("image_uri").unique().to_pylist())
+                 | set(dropped.column("image_uri").unique().to_pylist() if dropped is not None else []))
+    n_dropped = dropped.num_rows if dropped is not None else 0
     manifest = {
         "schema_version": schema.SCHEMA_VERSION,
         "created_at": "2025-06-01T12:00:00+00:00",
         "counts": {"images_in": images + len(failures), "images_processed": images, "images_failed": len(failures),
-                   "failed_by_stage": stages, "masks": n + len(dropped), "segments_kept": n,
-                   "dropped": len(dropped), "dropped_by_reason": reasons, "labels": len(label_names)},
+                   "failed_by_stage": dict(stages), "masks": n + n_dropped, "segments_kept": n,
+                   "dropped": n_dropped, "dropped_by_reason": dict(reasons), "labels": len(label_names)},
         "model_info": {
             "visual": {"model_id": "facebook/dinov2-base", "revision": None, "kind": "dinov2", "dim": visual_dim,
                        "image_size": 448, "patch_size": 14, "pooling": "mask_area_weighted_mean"},
@@ -219,7 +217,7 @@ def sample_refset(root: Path, max_side: int = 256) -> Path:
                  "message": "cannot decode image: truncated <b>file</b>"},
                 {"uri": "gs://bucket/missing.png", "stage": "read", "error_type": "FileNotFoundError",
                  "message": "No such object"}]
-    return write_refset(root, kept, dropped, failures, names, shards=2)
+    return write_refset(root, kept.table(), dropped.table(), failures, names, shards=2)
 
 
 # --- the synthetic set (any size) ---------------------------------------------------------------------------------
@@ -241,8 +239,9 @@ def _suffix(i: int) -> str:
 
 def synthetic_refset(root: Path, n_labels: int, seed: int = 0, n_images: int = 48, image_size=(640, 480),
                      mask_pool: int = 128, shards: int = 8) -> Path:
-    """`n_labels` labels, Zipf-sized (mean about 3 segments), over `n_images` generated JPEGs; every 40th label
-    is adjective-headed; ~5% of segments dropped as outliers, as many again unpaired."""
+    """`n_labels` labels, Zipf-sized (about 8 segments on average, up to 400), over `n_images` generated JPEGs
+    and a pool of elliptic masks; every 40th label is adjective-headed; 5% as many outliers as kept segments
+    are dropped, and as many again unpaired. Built column-wise: 50k labels take seconds."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     images_dir = root.parent / f"{root.name}-images"
@@ -259,22 +258,36 @@ def synthetic_refset(root: Path, n_labels: int, seed: int = 0, n_images: int = 4
     for _ in range(mask_pool):
         cy, cx = rng.integers(0, h), rng.integers(0, w)
         ry, rx = rng.integers(8, h // 3), rng.integers(8, w // 3)
-        mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-        pool.append(mask_info(mask) if mask.any() else mask_info(np.pad(np.ones((8, 8), bool), ((0, h - 8), (0, w - 8)))))
+        pool.append(mask_info(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1))
     names = [f"{_NOUNS[i % len(_NOUNS)]} {_suffix(i)}" if i % 40 else f"{_suffix(i)} {_ADJECTIVES[i % 6]}"
              for i in range(n_labels)]
     counts = np.minimum(rng.zipf(1.8, n_labels), 400)
-    kept, dropped = Columns(), Columns()
-    for i, name in enumerate(names):
-        for _ in range(int(counts[i])):
-            kept.add(uris[rng.integers(n_images)], pool[rng.integers(mask_pool)], name,
-                     float(rng.uniform(0.15, 0.4)), float(np.clip(rng.normal(0.7, 0.15), 0, 1)))
-    for _ in range(len(kept) // 20):
-        name = names[rng.integers(n_labels)]
-        dropped.add(uris[rng.integers(n_images)], pool[rng.integers(mask_pool)], name,
-                    float(rng.uniform(0.1, 0.3)), float(rng.uniform(0.0, 0.35)), "outlier")
-    for _ in range(len(kept) // 20):
-        dropped.add(uris[rng.integers(n_images)], pool[rng.integers(mask_pool)], None, None, None, "unpaired")
+
+    def rows(n: int, label: pa.Array, pair: np.ndarray | None, quality: np.ndarray | None, prefix: str) -> dict:
+        image, mask = rng.integers(n_images, size=n), rng.integers(mask_pool, size=n)
+        bbox = np.array([m.bbox for m in pool], np.float32)[mask]
+        return {
+            "segment_id": pa.array(np.char.add(prefix, np.char.zfill(np.arange(n).astype(str), 8))),
+            "image_uri": pa.array(uris).take(pa.array(image)),
+            "width": pa.array(np.full(n, w), pa.int32()), "height": pa.array(np.full(n, h), pa.int32()),
+            "bbox": pa.FixedSizeListArray.from_arrays(pa.array(bbox.reshape(-1)), 4),
+            "area": pa.array(np.array([m.area for m in pool], np.int64)[mask]),
+            "mask_rle": pa.array([m.rle for m in pool], pa.binary()).take(pa.array(mask)),
+            "label": label,
+            "pair_score": pa.array(pair, pa.float32()) if pair is not None else pa.nulls(n, pa.float32()),
+            "quality": pa.array(quality, pa.float32()) if quality is not None else pa.nulls(n, pa.float32()),
+        }
+
+    label_index = np.repeat(np.arange(n_labels), counts)
+    n = label_index.size
+    kept = pa.table(rows(n, pa.array(names).take(pa.array(label_index)), rng.uniform(0.15, 0.4, n),
+                         np.clip(rng.normal(0.7, 0.15, n), 0, 1), "k"))
+    n_out = n // 20
+    outliers = pa.table({**rows(n_out, pa.array(names).take(pa.array(rng.integers(n_labels, size=n_out))),
+                                rng.uniform(0.1, 0.3, n_out), rng.uniform(0.0, 0.35, n_out), "o"),
+                         "reason": pa.array(["outlier"] * n_out)})
+    unpaired = pa.table({**rows(n_out, pa.nulls(n_out, pa.string()), None, None, "u"),
+                         "reason": pa.array(["unpaired"] * n_out)})
     failures = [{"uri": f"/data/broken{i}.jpg", "stage": ("decode", "read")[i % 2], "error_type": "ImageDecodeError",
                  "message": "truncated"} for i in range(5)]
-    return write_refset(root, kept, dropped, failures, names, shards=shards)
+    return write_refset(root, kept, pa.concat_tables([outliers, unpaired]), failures, names, shards=shards)
