@@ -218,18 +218,21 @@ class LookList:
 
 
 def needs_a_look(stats: LabelStats, n: int = LOOK_N) -> list[LookList]:
-    """The four lists of labels to review first; each ordered most suspicious first, ties by name order."""
+    """The four lists of labels to review first, most suspicious first: fewest members ties go to the lower mean
+    quality, most outliers ties to the larger share of the label dropped; then labels.parquet order."""
     idx = np.arange(len(stats.names))
     members = idx[stats.count > 0]
     judged = members[stats.count[members] >= 2]
     pool = judged if judged.size else members
     pool = pool[np.isfinite(stats.quality[pool])]
     lowest_q = pool[np.lexsort((pool, stats.quality[pool]))][:n]
-    fewest = members[np.lexsort((members, stats.count[members]))][:n]
+    quality_or_high = np.where(np.isfinite(stats.quality), stats.quality, np.inf)
+    fewest = members[np.lexsort((members, quality_or_high[members], stats.count[members]))][:n]  # ties: worst first
     min_count = int(stats.count[members].min()) if members.size else 0
     at_min = int((stats.count[members] == min_count).sum()) if members.size else 0
     with_outliers = idx[stats.outliers > 0]
-    most_out = with_outliers[np.lexsort((with_outliers, -stats.outliers[with_outliers]))][:n]
+    out_share = stats.outliers / np.maximum(stats.outliers + stats.count, 1)
+    most_out = with_outliers[np.lexsort((with_outliers, -out_share[with_outliers], -stats.outliers[with_outliers]))][:n]
     flagged = np.array([i for i in idx if stats.issue[i]], np.int64)
     not_nouns = flagged[np.lexsort((flagged, -stats.count[flagged]))][:n] if flagged.size else flagged
     total_out = int(stats.outliers.sum())
@@ -244,7 +247,8 @@ def needs_a_look(stats: LabelStats, n: int = LOOK_N) -> list[LookList]:
         LookList("Fewest members",
                  f"{fmt_int(at_min)} label{'s' if at_min != 1 else ''} with {fmt_int(min_count)} "
                  f"segment{'s' if min_count != 1 else ''}" if members.size else "no labels",
-                 [(int(i), f"{fmt_int(stats.count[i])} seg.") for i in fewest]),
+                 [(int(i), f"{fmt_int(stats.count[i])} seg. · q {stats.quality[i]:.2f}"
+                   if np.isfinite(stats.quality[i]) else f"{fmt_int(stats.count[i])} seg.") for i in fewest]),
         LookList("Most outliers",
                  f"{fmt_int(total_out)} segments dropped as outliers in {fmt_int(with_outliers.size)} labels"
                  if total_out else "no segment was dropped as an outlier",
@@ -395,7 +399,9 @@ def models_table(manifest: dict) -> str:
     """One row per model role: what was used (model_info) completed by how it was configured (models)."""
     used = manifest.get("model_info") or {}
     config = manifest.get("models") or {}
-    roles = list(dict.fromkeys([*used, *(k for k, v in config.items() if isinstance(v, dict))]))
+    # The roles the run used (model_info); the configuration alone also lists models a run never loaded (a
+    # captioner when captions were given), so it names the roles only for manifests without model_info.
+    roles = list(used) if used else [k for k, v in config.items() if isinstance(v, dict)]
     rows = []
     shown = ("model_id", "kind", "dim", "image_size", "revision", "templates")
     for role in roles:

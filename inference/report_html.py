@@ -88,7 +88,7 @@ def histogram_svg(series: Sequence[tuple[str, np.ndarray, str]], x_label: str, b
     totals = counts.sum(0)
     y_ticks = nice_ticks(0, max(1, int(totals.max())), 4, integer=True)
     y_top = y_ticks[-1]
-    left, right, top, bottom = 56, 14, 12, 44
+    left, right, top, bottom = 56, 26, 12, 44  # right: room for the last x tick's text
     plot_w, plot_h = width - left - right, height - top - bottom
 
     def x_of(v):
@@ -363,7 +363,9 @@ JS = r"""
   function fromHash() {
     var h = location.hash;
     if (h.indexOf("#label=") !== 0) return false;
-    var name = decodeURIComponent(h.slice(7)), i = L.name.indexOf(name);
+    var name;
+    try { name = decodeURIComponent(h.slice(7)); } catch (e) { return false; }  // a hand-typed, malformed link
+    var i = L.name.indexOf(name);
     if (i < 0) return false;
     show(i);
     return true;
@@ -380,7 +382,8 @@ JS = r"""
     if (fromHash()) document.getElementById("labels").scrollIntoView();
   });
   refilter();
-  if (!fromHash() && N) show(view[0]);
+  if (!N) detail.appendChild(el("p", "empty", "This reference set has no labels."));
+  else if (!fromHash()) show(view[0]);
   document.documentElement.dataset.ready = "1";
 })();
 """

@@ -17,7 +17,14 @@ import pytest
 from PIL import Image
 from skimage.segmentation import find_boundaries
 
-from inference.report import DEFAULT_THUMBNAIL_BUDGET, LOOK_N, build_report, head_word_issue, write_report
+from inference.report import (
+    DEFAULT_THUMBNAIL_BUDGET,
+    LOOK_N,
+    build_report,
+    head_word_issue,
+    models_table,
+    write_report,
+)
 from inference.report_html import histogram_svg, nice_ticks
 from inference.report_images import ImageReader, render_thumbnail, scale_mask
 from models.rle import encode_masks
@@ -283,6 +290,27 @@ def test_50k_labels_stay_within_the_stated_size_bound(tmp_path):
     rest = len(raw.encode("utf-8")) - thumbnails
     assert rest <= 50 * n + 100_000, rest
     assert raw.count("<li") < 100  # the label list is rendered from the data on demand, not as 50k elements
+
+
+def test_models_table_shows_the_models_the_run_used():
+    manifest = {"model_info": {"visual": {"model_id": "facebook/dinov2-base", "kind": "dinov2", "dim": 768,
+                                          "image_size": 448},
+                               "text": {"model_id": "openai/clip", "kind": "clip", "dim": 512,
+                                        "templates": ["a {}.", "the {}.", "one {}."]}},
+                "models": {"preset": "default", "visual": {"batch_size": 8}, "captioner": {"model_id": "blip"}}}
+    html = models_table(manifest)
+    rows = re.findall(r"<tr>(.*?)</tr>", html)[1:]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in rows]
+    assert [re.sub("<[^>]+>", "", c[0]) for c in cells] == ["visual", "text"]  # no captioner: the run used none
+    assert re.sub("<[^>]+>", "", cells[0][1]) == "facebook/dinov2-base" and cells[0][3] == "768" and cells[0][4] == "448"
+    assert "batch_size=8" in cells[0][6] and "3 prompt templates" in cells[1][6]
+
+
+def test_an_empty_reference_set_still_renders(tmp_path):
+    (tmp_path / schema.MANIFEST).write_text(json.dumps({"schema_version": 1}))
+    page = Page(build_report(str(tmp_path)))
+    assert set(SECTIONS) <= page.ids and data_of(page)["labels"]["name"] == []
+    assert "No segments." in page.text
 
 
 def test_report_on_a_missing_reference_set_is_one_clear_error(tmp_path):

@@ -197,6 +197,8 @@ def sample_refset(root: Path, max_side: int = 256) -> Path:
                 if label not in names:
                     names.append(label)
                 quality = float(np.clip(rng.normal(0.72, 0.12), 0.05, 0.99))
+                if label == EVIL:  # a lone, poorly matching segment: first in "fewest members", on the first screen
+                    quality = 0.12
                 kept.add(uri, info, label, float(rng.uniform(0.22, 0.34)), quality)
             else:  # the rest: dropped, one reason each
                 reason = ("unpaired", "too_small", "outlier")[j % 3]
