@@ -311,18 +311,20 @@ def build_galleries(stats: LabelStats, segments: Shards | None, dropped: Shards 
         dropped_label = np.where(is_outlier, positions.fill_null(-1).to_numpy(zero_copy_only=False), -1)
         # lowest quality first: the outliers furthest from their label's group
         outlier_rows = typical_rows(dropped_label, -dropped.column("quality").astype(np.float64), labels, per_label)
+    # Every row a gallery shows, fetched in one pass (each shard read once, masks of those rows only kept).
+    seg_need = [r for i in labels for part in kept_rows.get(i, ([], [])) for r in part]
+    out_need = [r for i in labels for r in outlier_rows.get(i, ([], []))[0]]
+    seg_info = segments.take(np.array(seg_need), THUMB_COLUMNS + ["quality", "pair_score"]) if seg_need else {}
+    out_info = dropped.take(np.array(out_need), THUMB_COLUMNS + ["quality", "pair_score"]) if out_need else {}
     reader = ImageReader()
     galleries: dict[str, dict[str, list]] = {}
     used, skipped = 0, 0
     for start in range(0, len(labels), LABELS_PER_CHUNK):
         chunk = labels[start:start + LABELS_PER_CHUNK]
-        seg_need = [r for i in chunk for part in kept_rows.get(i, ([], [])) for r in part]
-        out_need = [r for i in chunk for r in outlier_rows.get(i, ([], []))[0]]
-        seg_info = segments.take(np.array(seg_need), THUMB_COLUMNS + ["quality", "pair_score"]) if seg_need else {}
-        out_info = dropped.take(np.array(out_need), THUMB_COLUMNS + ["quality", "pair_score"]) if out_need else {}
+        rows = [seg_info[r] for i in chunk for part in kept_rows.get(i, ([], [])) for r in part]
+        rows += [out_info[r] for i in chunk for r in outlier_rows.get(i, ([], []))[0]]
         reader.images.clear()  # keep memory to one chunk's images
-        reader.prefetch([(r["image_uri"], int(r["width"]), int(r["height"]))
-                         for r in list(seg_info.values()) + list(out_info.values())])
+        reader.prefetch([(r["image_uri"], int(r["width"]), int(r["height"])) for r in rows])
         for i in chunk:
             top, low = kept_rows.get(i, ([], []))
             entry = {"top": [_thumb(seg_info[r], reader) for r in top],
