@@ -236,7 +236,7 @@ margin-left:6px;font-weight:500}
 #label-detail h3{font-size:20px;margin:0 0 2px;word-break:break-word}
 #label-detail .stats{color:var(--muted);margin:0 0 10px}
 #label-detail h4{font-size:13px;margin:12px 0 6px;color:#3b4754}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,172px);gap:10px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,204px);gap:10px}
 figure.thumb{margin:0;background:#f8f9fb;border:1px solid var(--line);border-radius:6px;padding:5px;font-size:12px}
 figure.thumb img{display:block;margin:0 auto;max-width:100%;image-rendering:auto}
 figure.thumb figcaption{margin-top:4px;font-variant-numeric:tabular-nums}

@@ -26,7 +26,7 @@ from inference.report import (
     write_report,
 )
 from inference.report_html import histogram_svg, nice_ticks
-from inference.report_images import ImageReader, render_thumbnail, scale_mask
+from inference.report_images import PHOTO_FORMAT, THUMB_SIDE, ImageReader, render_thumbnail, scale_mask
 from models.rle import encode_masks
 from pipeline import cli
 from refset import schema
@@ -112,7 +112,7 @@ def test_head_word_issue(label, issue):
 
 def _decode(src: str) -> np.ndarray:
     header, payload = src.split(",", 1)
-    assert header in ("data:image/jpeg;base64", "data:image/png;base64")
+    assert header in (f"data:image/{PHOTO_FORMAT.lower()};base64", "data:image/png;base64")
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(payload))).convert("RGB")).astype(int)
 
 
@@ -127,17 +127,19 @@ def test_thumbnail_outlines_the_segment_where_it_sits_on_its_image(tmp_path):
     mask[10:30, 15:45] = True
     reader = ImageReader(side=60)  # thumbnail at the image's own size: pixels compare one to one
     thumb = render_thumbnail(*reader.get(str(path), w, h), encode_masks(mask[None])[0], w, h, side=60)
-    assert thumb.note == "" and thumb.src.startswith("data:image/jpeg;base64,")
+    assert thumb.note == "" and thumb.src.startswith(f"data:image/{PHOTO_FORMAT.lower()};base64,")
     out = _decode(thumb.src)
     assert out.shape == (h, w, 3)
-    yellow = (out[..., 0] > 180) & (out[..., 1] > 150) & (out[..., 2] < 110)
+    luma = out @ [0.299, 0.587, 0.114]
+    bright = luma > 160  # the photo's own colours are all darker than this (red ~100, blue ~63 luma)
     edge = find_boundaries(mask, mode="thick")
-    assert yellow[edge].mean() > 0.9  # the contour is drawn all around the segment...
+    assert bright[edge].mean() > 0.9  # a bright contour all around the segment...
     near_edge = np.zeros_like(edge)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             near_edge |= np.roll(np.roll(edge, dy, 0), dx, 1)
-    assert not (yellow & ~near_edge).any()  # ...and nowhere else
+    assert not (bright & ~near_edge).any()  # ...and nowhere else
+    assert (out[edge][:, 0] - out[edge][:, 2]).mean() > 60  # in a warm colour (yellow), also over the blue half
     inside, outside = out[20, 20], out[2, 2]
     assert abs(inside - [200, 60, 60]).max() < 30  # the segment keeps its colours
     assert outside.sum() < 0.7 * image[2, 2].astype(int).sum()  # the rest of the image is dimmed
@@ -151,7 +153,7 @@ def test_unreadable_image_gives_the_mask_alone_with_the_reason(tmp_path):
     assert thumb.note == "image unreadable (FileNotFoundError)" and "gone.jpg" in thumb.detail
     assert thumb.src.startswith("data:image/png;base64,")
     out = _decode(thumb.src)
-    assert out.shape[1] == 160  # scaled to the thumbnail side
+    assert out.shape[1] == THUMB_SIDE  # scaled to the thumbnail side
     not_image = tmp_path / "not-an-image.jpg"
     not_image.write_bytes(b"hello")
     thumb = render_thumbnail(*reader.get(str(not_image), 40, 30), encode_masks(mask[None])[0], 40, 30)
@@ -241,11 +243,11 @@ def test_every_label_and_caption_is_escaped_and_nothing_is_fetched(tmp_path):
     assert EVIL in " ".join(page.text)  # on the first screen (fewest members), as text
     # self-contained: no address outside the page (the SVG namespace is a name, not a fetch)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)|url\(|@import|<link""", raw)
-    # galleries: real photos outlined (JPEG), the deleted one as its mask alone (PNG) with the reason
+    # galleries: real photos outlined (WebP, or JPEG), the deleted one as its mask alone (PNG) with the reason
     thumbs = [t for g in data["galleries"].values() for part in g.values() for t in part]
     photos = [t for t in thumbs if "deleted-since" not in t[3]]
     gone = [t for t in thumbs if "deleted-since" in t[3]]
-    assert photos and all(t[0].startswith("data:image/jpeg;base64,") and t[4] == "" for t in photos)
+    assert photos and all(t[0].startswith(f"data:image/{PHOTO_FORMAT.lower()};base64,") and t[4] == "" for t in photos)
     assert gone and all(t[0].startswith("data:image/png;base64,") and t[4].startswith("image unreadable") for t in gone)
 
 
