@@ -27,6 +27,7 @@ import json
 import posixpath
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import quote
@@ -63,6 +64,7 @@ DEFAULT_THUMBNAIL_BUDGET = 12 * 2**20  # bytes of inline thumbnails in one page
 LOOK_N = 8  # labels per needs-a-look list
 FAILURE_EXAMPLES = 20
 LABELS_PER_CHUNK = 16  # galleries made this many labels at a time: one parallel image read each
+RENDER_THREADS = 4
 
 STAT_COLUMNS = ["label_id", "label", "quality", "pair_score"]
 DROPPED_STAT_COLUMNS = ["label", "quality", "pair_score", "reason"]
@@ -319,25 +321,27 @@ def build_galleries(stats: LabelStats, segments: Shards | None, dropped: Shards 
     reader = ImageReader()
     galleries: dict[str, dict[str, list]] = {}
     used, skipped = 0, 0
-    for start in range(0, len(labels), LABELS_PER_CHUNK):
-        chunk = labels[start:start + LABELS_PER_CHUNK]
-        rows = [seg_info[r] for i in chunk for part in kept_rows.get(i, ([], [])) for r in part]
-        rows += [out_info[r] for i in chunk for r in outlier_rows.get(i, ([], []))[0]]
-        reader.images.clear()  # keep memory to one chunk's images
-        reader.prefetch([(r["image_uri"], int(r["width"]), int(r["height"])) for r in rows])
-        for i in chunk:
-            top, low = kept_rows.get(i, ([], []))
-            entry = {"top": [_thumb(seg_info[r], reader) for r in top],
-                     "low": [_thumb(seg_info[r], reader) for r in low],
-                     "out": [_thumb(out_info[r], reader) for r in outlier_rows.get(i, ([], []))[0]]}
-            size = sum(len(t[0]) for part in entry.values() for t in part)
-            if not size:
-                continue
-            if used + size > budget:
-                skipped += 1
-                continue
-            galleries[str(i)] = entry
-            used += size
+    with ThreadPoolExecutor(max_workers=RENDER_THREADS) as pool:
+        for start in range(0, len(labels), LABELS_PER_CHUNK):
+            chunk = labels[start:start + LABELS_PER_CHUNK]
+            jobs = [(i, "top", seg_info[r]) for i in chunk for r in kept_rows.get(i, ([], []))[0]]
+            jobs += [(i, "low", seg_info[r]) for i in chunk for r in kept_rows.get(i, ([], []))[1]]
+            jobs += [(i, "out", out_info[r]) for i in chunk for r in outlier_rows.get(i, ([], []))[0]]
+            reader.images.clear()  # keep memory to one chunk's images
+            reader.prefetch([(row["image_uri"], int(row["width"]), int(row["height"])) for _, _, row in jobs])
+            entries: dict[int, dict[str, list]] = {i: {"top": [], "low": [], "out": []} for i in chunk}
+            # Encoding releases the GIL: thumbnails of a chunk render in parallel, kept in their order.
+            for (i, part, _), thumb in zip(jobs, pool.map(lambda job: _thumb(job[2], reader), jobs), strict=True):
+                entries[i][part].append(thumb)
+            for i in chunk:
+                size = sum(len(t[0]) for part in entries[i].values() for t in part)
+                if not size:
+                    continue
+                if used + size > budget:
+                    skipped += 1
+                    continue
+                galleries[str(i)] = entries[i]
+                used += size
     return Galleries(galleries, used, skipped)
 
 

@@ -102,7 +102,7 @@ def mask_alone(mask: np.ndarray) -> Image.Image:
 def _data_uri(image: Image.Image, fmt: str) -> str:
     buffer = io.BytesIO()
     if fmt == "WEBP":
-        image.save(buffer, format="WEBP", quality=PHOTO_QUALITY, method=6)
+        image.save(buffer, format="WEBP", quality=PHOTO_QUALITY, method=4)  # libwebp default effort
     elif fmt == "JPEG":
         image.save(buffer, format="JPEG", quality=PHOTO_QUALITY, optimize=True, subsampling=0)  # 4:4:4: crisp contour
     else:
