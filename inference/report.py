@@ -14,10 +14,11 @@ What the page shows, top to bottom:
 
 Bounds, so the page stays fast at 50k labels: thumbnails are made for at most `max_galleries` labels by count plus
 the needs-a-look labels, `per_label` of each kind per label, and stop at `thumbnail_budget` bytes (a label's
-gallery goes in whole or not at all). Everything else grows by about 50 bytes per label (the label list) plus the
-failure examples (20 at most). So a page is at most thumbnail_budget + ~50 B x labels + ~100 kB (at 50k labels and
-the defaults: under 16 MB; bench/report.py measures it). Source images are read once each through refset.storage
-(local or gs://); one that cannot be read shows the mask alone with the reason, and never stops the report.
+gallery goes in whole or not at all; photos are 192-px WebP, about 3-4 kB each). Everything else grows by about
+50 bytes per label (the label list) plus the failure examples (20 at most). So a page is at most
+thumbnail_budget + ~50 B x labels + ~100 kB: at 50k labels and the defaults at most 8 MiB + 2.5 MB + 0.1 MB, and
+4.5 MB measured (bench/report.py). Source images are read once each through refset.storage (local or gs://); one
+that cannot be read shows the mask alone with the reason, and never stops the report.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from refset import schema, storage
 
 DEFAULT_PER_LABEL = 4
 DEFAULT_MAX_GALLERIES = 100
-DEFAULT_THUMBNAIL_BUDGET = 12 * 2**20  # bytes of inline thumbnails in one page
+DEFAULT_THUMBNAIL_BUDGET = 8 * 2**20  # bytes of inline thumbnails in one page
 LOOK_N = 8  # labels per needs-a-look list
 FAILURE_EXAMPLES = 20
 LABELS_PER_CHUNK = 16  # galleries made this many labels at a time: one parallel image read each
