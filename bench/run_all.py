@@ -50,6 +50,8 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("pipeline_overhead", "bench.pipeline_overhead", ["--images", "6", "--max_side", "128"], 180),
     ("label_throughput", "bench.label_throughput", ["--images", "8", "--size", "96x128"], 180),
     ("memory_flat", "bench.memory_flat", ["--label_images", "200", "--index_images", "100", "--size", "64"], 180),
+    ("nouns", "bench.nouns", [], 120),
+    ("report", "bench.report", ["--labels", "1000,10000"], 180),
 ]
 
 

@@ -56,7 +56,16 @@ from inference.report_html import (
     table,
 )
 from inference.report_images import ImageReader, render_thumbnail
-from models.nlp import ADVERBS, AUXILIARIES, CONJUNCTIONS, DESCRIPTIVE, DETERMINERS, PREPOSITIONS, PRONOUNS
+from models.nlp import (
+    ADVERBS,
+    AUXILIARIES,
+    CONJUNCTIONS,
+    DESCRIPTIVE,
+    DETERMINERS,
+    NUMBER_WORDS,
+    PREPOSITIONS,
+    PRONOUNS,
+)
 from refset import schema, storage
 
 DEFAULT_PER_LABEL = 4
@@ -121,7 +130,7 @@ def read_shards(root: str, sub: str, columns: list[str]) -> Shards | None:
 
 # --- labels -----------------------------------------------------------------------------------------------------
 
-_CLOSED_CLASSES = (("determiner", DETERMINERS), ("pronoun", PRONOUNS), ("preposition", PREPOSITIONS),
+_CLOSED_CLASSES = (("number", NUMBER_WORDS), ("determiner", DETERMINERS), ("pronoun", PRONOUNS), ("preposition", PREPOSITIONS),
                    ("conjunction", CONJUNCTIONS), ("verb", AUXILIARIES), ("adverb", ADVERBS))
 _POS_NAMES = {"VERB": "verb", "ADJ": "adjective", "ADV": "adverb", "AUX": "verb", "PROPN": "proper noun"}
 _WORD = re.compile(r"[^\W_]+(?:['-][^\W_]+)*")

@@ -102,7 +102,7 @@ def label_names(root: Path) -> list[str]:
 @pytest.mark.parametrize("label, issue", [
     ("cat", ""), ("potted plant", ""), ("frisbee", ""), ("tree & bush", ""), ("man's hat", ""),
     ("red", "adjective"), ("man in red", "adjective"), ("wooden", "adjective"), ("walking", "verb"),
-    ("on", "preposition"), ("the", "determiner"), ("2", "number"), ("quickly", "adverb"), ("!!", "no word"),
+    ("on", "preposition"), ("the", "determiner"), ("2", "number"), ("two", "number"), ("quickly", "adverb"), ("!!", "no word"),
 ])
 def test_head_word_issue(label, issue):
     assert head_word_issue(label) == issue
