@@ -18,10 +18,10 @@ import dataclasses
 import hashlib
 import logging
 import posixpath
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
@@ -298,14 +298,26 @@ def label(config: LabelJobConfig, beam_args: list[str] | None = None) -> dict:
 def evaluate_dataset(name: str, root: str, config: LabelJobConfig | None = None, predictions: str | None = None,
                      ignore_index: int | None = None, beam_args=None) -> dict:
     """`reme evaluate`: label the dataset's images with `config` (its request's classes replaced by the dataset's
-    class list; its output defaulting to ROOT/../reme-<dataset>), unless `predictions` is given; then score."""
+    class list), unless `predictions` is given; then score.
+
+    The label maps go to `config.output` when set, otherwise to a temporary directory removed afterwards: nothing
+    is ever written inside or beside the dataset, which may be a read-only or shared mount.
+    """
     dataset = load_dataset(name, root, ignore_index)
     if predictions is not None:
         return score_predictions(dataset, predictions)
     if config is None:
         raise ValueError("evaluate needs a labelling config (or predictions)")
+    if config.output:
+        return _label_and_score(dataset, config, config.output, beam_args)
+    with tempfile.TemporaryDirectory(prefix=f"reme-evaluate-{name}-") as scratch:
+        result = _label_and_score(dataset, config, scratch, beam_args)
+    result["predictions"] = None  # they were in the temporary directory, now removed (--output keeps them)
+    return result
+
+
+def _label_and_score(dataset, config: LabelJobConfig, output: str, beam_args) -> dict:
     images_root = dataset.root / dataset.layout.images
-    output = config.output or str(Path(root).resolve().parent / f"reme-{name}")
     request = dataclasses.replace(config.request, class_names=tuple(dataset.class_names),
                                   ignore_value=ignore_value_for(len(dataset.class_names)))
     config = dataclasses.replace(config, inputs=(str(images_root),), output=output, request=request)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,53 @@ def test_evaluate_runs_the_labeller_with_the_prototype_strategy(built, capsys):
     result = json.loads(result_json.read_text())
     print("prototype strategy mIoU:", result["mIoU"])
     assert result["mIoU"] >= 85.0, result
+
+
+def tree_state(top: Path) -> dict:
+    """Every entry under `top` (and `top` itself): kind, size, mode, mtime. Tests run as root, where a read-only
+    mode does not stop writes, so a write is detected by comparing states, not by an error."""
+    state = {}
+    for path in [top, *sorted(top.rglob("*"))]:
+        st = path.lstat()
+        state[str(path.relative_to(top))] = (path.is_dir(), st.st_size, st.st_mode, st.st_mtime_ns)
+    return state
+
+
+def set_tree_writable(top: Path, writable: bool) -> None:
+    for path in [top, *top.rglob("*")]:
+        mode = (0o755 if path.is_dir() else 0o644) if writable else (0o555 if path.is_dir() else 0o444)
+        path.chmod(mode)
+
+
+def test_evaluate_writes_nothing_in_or_beside_a_read_only_dataset(built, tmp_path, monkeypatch):
+    """Without --output the maps go to a temporary directory that is removed; with it, only there."""
+    _, ref, test = built
+    mount = tmp_path / "mount"  # the dataset's parent: nothing may appear beside the dataset either
+    dataset = mount / "scenes"
+    shutil.copytree(test, dataset)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where TemporaryDirectory goes, for this test
+    set_tree_writable(mount, False)
+    before = tree_state(mount)
+    try:
+        result_json = tmp_path / "r.json"
+        assert _label(["evaluate", "--index", str(ref), "--dataset", "folder", str(dataset), "--json",
+                       str(result_json), "--no_progress"]) == 0
+        assert tree_state(mount) == before
+        result = json.loads(result_json.read_text())
+        assert result["images"] == 4 and result["missing_predictions"] == 0 and result["mIoU"] >= 85.0, result
+        assert result["predictions"] is None
+        assert not [p.name for p in scratch.iterdir() if p.name.startswith("reme-evaluate-")]
+
+        kept = tmp_path / "maps"
+        assert _label(["evaluate", "--index", str(ref), "--dataset", "folder", str(dataset), "--output", str(kept),
+                       "--json", str(result_json), "--no_progress"]) == 0
+        assert tree_state(mount) == before
+        assert sorted(p.name for p in kept.glob("img*.png")) == [f"img{i:03d}.png" for i in range(4)]
+        assert json.loads(result_json.read_text())["predictions"] == str(kept)
+    finally:
+        set_tree_writable(mount, True)
 
 
 def test_synonyms_with_the_real_minilm_text_encoder(tmp_path, tiny_models, capsys):
