@@ -38,6 +38,7 @@ from models.presets import resolve_models
 from models.text import describe_text
 from models.visual import describe_visual
 from models.weights import WeightsUnavailable, load_pretrained
+from pipeline import progress
 from pipeline.command import UsageError, run_command, weights_error_of
 from pipeline.config import IndexJobConfig
 from pipeline.options import parse
@@ -68,6 +69,7 @@ class RunPlan:
     group_filter: GroupFilterConfig
     model_info: dict  # what the manifest records about each model, read from configs (no weights loaded)
     class_names: tuple[str, ...] = ()
+    images_todo: int = 0  # listed images outside the committed shards: the work of this run
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -172,8 +174,10 @@ def prepare(config: IndexJobConfig) -> RunPlan:
     done = tuple(s for s in staging.done_shards(output) if s < num_shards)
     if done:
         log.info("resuming: %d of %d input shards already committed", len(done), num_shards)
+    images_todo = sum(1 for uri in uris if staging.shard_of(uri, num_shards) not in done) if done else len(uris)
     return RunPlan(output=output, num_images=len(uris), num_shards=num_shards, done_shards=done,
-                   group_filter=config.group_filter_for(len(uris)), model_info=model_info, class_names=class_names)
+                   group_filter=config.group_filter_for(len(uris)), model_info=model_info, class_names=class_names,
+                   images_todo=images_todo)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -210,6 +214,9 @@ def build_pipeline(p: beam.Pipeline, config: IndexJobConfig, plan: RunPlan) -> N
             items = items | "Label" >> _run_inference(CaptionerModelHandler, config, models.captioner.batch_size)
         items = items | "Pair" >> _run_inference(PairingModelHandler, config, config.workers.pairing_batch_size)
     items = items | "Embed" >> _run_inference(VisualModelHandler, config, models.visual.batch_size)
+    if config.progress:  # counts for the launcher's bar (pipeline.progress)
+        items = items | "Progress" >> beam.ParDo(progress.CountToFiles(progress_dir(output),
+                                                                       progress.poll_interval(output)))
     committed = items | "Commit" >> writers.Commit(output, config.annotated)
 
     # ---- Phase B: every committed shard (earlier runs' and this run's) -> filtering -> final outputs --------
@@ -293,8 +300,12 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
     elif counts["segments_kept"] == 0:
         index_info = {"skipped": "no segments were kept"}
     else:
-        index_info = build_index(plan.output, memory_budget=config.index.memory_budget,
-                                 recall_target=config.index.recall_target)
+        stages = progress.Stages("faiss", progress.FAISS_UNITS, enabled=config.progress)
+        try:
+            index_info = build_index(plan.output, memory_budget=config.index.memory_budget,
+                                     recall_target=config.index.recall_target, on_progress=stages)
+        finally:
+            stages.close()
     params = {
         "label_source": config.label_source,
         "inputs": list(config.inputs),
@@ -321,6 +332,11 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
     return manifest
 
 
+def progress_dir(output: str) -> str:
+    """Where the workers count processed images for the launcher's bar (removed after the pipeline)."""
+    return storage.join(output, staging.STAGING_DIR, "progress")
+
+
 def torch_threads_per_worker(requested: int, options: PipelineOptions) -> int:
     """0 = auto: with the DirectRunner's multi_processing mode, split the cores between the worker processes."""
     if requested:
@@ -340,14 +356,21 @@ def run_job(config: IndexJobConfig, beam_args: list[str] | None = None, save_mai
     options = PipelineOptions(list(beam_args or []), save_main_session=save_main_session)
     threads = torch_threads_per_worker(config.workers.torch_threads, options)
     config = dataclasses.replace(config, workers=dataclasses.replace(config.workers, torch_threads=threads))
+    counts = progress_dir(plan.output)
+    progress.remove_counts(counts)  # an interrupted run's counts are not this run's
+    dry_run = options.view_as(TestOptions).dry_run
+    bar = progress.Progress("indexing", plan.images_todo,
+                            enabled=config.progress and plan.images_todo > 0 and not dry_run)
     try:
-        with beam.Pipeline(options=options) as p:
-            build_pipeline(p, config, plan)
+        with progress.polled(bar, lambda: progress.sum_counts(counts), progress.poll_interval(plan.output)):
+            with beam.Pipeline(options=options) as p:
+                build_pipeline(p, config, plan)
+        progress.remove_counts(counts)
     except Exception as exc:
         if (line := weights_error_of(exc)) is not None:
             raise UsageError(line) from exc
         raise
-    if options.view_as(TestOptions).dry_run:  # Beam's --dry_run: graph built and validated, nothing ran
+    if dry_run:  # Beam's --dry_run: graph built and validated, nothing ran
         return {}
     return finish(config, plan, getattr(p, "result", None))
 

@@ -143,7 +143,7 @@ def cmd_evaluate(args, beam_args: list[str]) -> int:
         # The dataset's own class list replaces these placeholder names once the dataset is read.
         config = label_config(args, ["_"], output=args.output or "")
     result = evaluate_dataset(args.dataset, args.root, config, predictions=args.predictions,
-                              ignore_index=args.ignore_index, beam_args=beam_args)
+                              ignore_index=args.ignore_index, beam_args=beam_args, show_progress=not args.no_progress)
     print(format_table(result, title=f"{args.dataset}: {result['images']} images"))
     if args.json_out:
         storage.write_json(args.json_out, result)

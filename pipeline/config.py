@@ -111,6 +111,7 @@ class IndexJobConfig:
     workers: WorkerConfig = field(default_factory=WorkerConfig)
     group_filter: GroupFilterConfig = field(default_factory=lambda: GroupFilterConfig(min_label_count=0))
     index: IndexBuildConfig = field(default_factory=IndexBuildConfig)
+    progress: bool = True  # progress bars on the launcher (images processed, then the FAISS stages)
 
     @property
     def annotated(self) -> bool:

@@ -113,6 +113,7 @@ def add_index_flags(parser: argparse.ArgumentParser) -> None:
     add("--memory_budget", default=IndexBuildConfig.memory_budget, help="FAISS index memory budget, e.g. 2GB")
     add("--recall_target", type=float, default=IndexBuildConfig.recall_target)
     add("--skip_index", action="store_true", help="write the shards and manifest but no FAISS index")
+    add("--no_progress", action="store_true", help="no progress bars (images processed, FAISS stages)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -188,6 +189,7 @@ def index_config(args: argparse.Namespace) -> IndexJobConfig:
                                        min_label_count=args.min_label_count),
         index=IndexBuildConfig(memory_budget=args.memory_budget, recall_target=args.recall_target,
                                skip=args.skip_index),
+        progress=not args.no_progress,
     )
 
 

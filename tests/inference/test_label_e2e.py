@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -92,6 +93,23 @@ def test_evaluate_runs_the_labeller_with_the_prototype_strategy(built, capsys):
     result = json.loads(result_json.read_text())
     print("prototype strategy mIoU:", result["mIoU"])
     assert result["mIoU"] >= 85.0, result
+
+
+def test_progress_off_a_terminal_is_single_lines(built, tmp_path, capfd):
+    """`reme label` and `reme evaluate` under CI (stderr is no terminal): a start line and an end line per stage,
+    no carriage returns, no count twice."""
+    _, ref, test = built
+    out = tmp_path / "out"
+    capfd.readouterr()
+    assert _label(["label", "--index", str(ref), "--classes", ",".join(CLASSES), str(test / "images"), str(out)]) == 0
+    assert _label(["evaluate", "--index", str(ref), "--dataset", "folder", str(test), "--predictions", str(out)]) == 0
+    err = capfd.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith(("labelling:", "scoring:"))]
+    assert len(lines) == 4 and len(set(lines)) == 4, err
+    assert lines[0] == "labelling: 0/4 images (0.0%)" and lines[2] == "scoring: 0/4 images (0.0%)"
+    assert re.fullmatch(r"labelling: 4/4 images \(100\.0%\), [\d.,]+ img/s, done in \d+s", lines[1]), lines
+    assert re.fullmatch(r"scoring: 4/4 images \(100\.0%\), [\d.,]+ img/s, done in \d+s", lines[3]), lines
 
 
 def tree_state(top: Path) -> dict:
