@@ -33,6 +33,7 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, TestOptions
 from transformers import AutoConfig
 
+from inference import coco
 from models.clip import describe_clip
 from models.presets import resolve_models
 from models.text import describe_text
@@ -48,6 +49,7 @@ from refset.index import build_index
 from transforms import writers
 from transforms.annotations import AnnotateImage, read_classes
 from transforms.captions import AttachCaptionLabels, CaptionerModelHandler, read_captions
+from transforms.coco import AnnotateCocoImage, ReadCocoAnnotations, default_panoptic_dir, read_categories
 from transforms.embed import VisualModelHandler
 from transforms.group_filter import GroupFilter, GroupFilterConfig
 from transforms.images import ReadImages, list_inputs
@@ -69,6 +71,8 @@ class RunPlan:
     group_filter: GroupFilterConfig
     model_info: dict  # what the manifest records about each model, read from configs (no weights loaded)
     class_names: tuple[str, ...] = ()
+    annotation_format: str = ""  # labelmaps | coco | coco_panoptic (annotations source)
+    panoptic_dir: str | None = None  # the panoptic PNGs (coco_panoptic)
     images_todo: int = 0  # listed images outside the committed shards: the work of this run
 
 
@@ -83,6 +87,8 @@ def phase_a_fingerprint(config: IndexJobConfig) -> dict:
     settings = {"label_source": config.label_source, "annotations": config.annotations,
                 "ignore_index": list(config.ignore_index), "captions": config.captions,
                 "max_side": config.read.max_side, "max_pixels": config.read.max_pixels}
+    if config.coco_annotations:  # (added only here, so the fingerprints of earlier runs stay valid)
+        settings.update(panoptic_dir=config.panoptic_dir, coco_crowd=config.coco_crowd)
     model_settings = dataclasses.asdict(config.models)
     model_settings.pop("cache_dir", None)
     for part in ("visual", "clip", "text", "captioner"):
@@ -118,6 +124,26 @@ def describe_models(config: IndexJobConfig) -> dict:
     return infos
 
 
+def check_coco_annotations(config: IndexJobConfig) -> tuple[str, str | None]:
+    """(format, panoptic PNG directory) of a COCO JSON, read up to its first annotation (inference.coco)."""
+    path = config.annotations
+    if not storage.exists(path):
+        raise UsageError(f"--annotations {path} does not exist")
+    try:
+        with storage.filesystem(path).open(path, "rb") as f:
+            annotation_format = coco.sniff_format(f)
+    except coco.CocoError as exc:
+        raise UsageError(f"--annotations {path} is no COCO annotations file: {exc}") from exc
+    if annotation_format != coco.PANOPTIC:
+        if config.panoptic_dir:
+            raise UsageError(f"--panoptic_dir given, but {path} holds instance annotations, not panoptic ones")
+        return annotation_format, None
+    panoptic_dir = config.panoptic_dir or default_panoptic_dir(path)
+    if not storage.exists(panoptic_dir):
+        raise UsageError(f"panoptic PNG directory {panoptic_dir} not found; pass --panoptic_dir")
+    return annotation_format, panoptic_dir
+
+
 def prepare(config: IndexJobConfig) -> RunPlan:
     """List the inputs, check the label source and the models, record the run, find committed shards."""
     output = config.output
@@ -129,8 +155,12 @@ def prepare(config: IndexJobConfig) -> RunPlan:
         raise UsageError(f"no input matched: {', '.join(config.inputs)} (no image files with extensions .jpg .png ...)")
 
     class_names: tuple[str, ...] = ()
+    annotation_format, panoptic_dir = "", None
     try:
-        if config.annotated:
+        if config.coco_annotations:
+            annotation_format, panoptic_dir = check_coco_annotations(config)
+        elif config.annotated:
+            annotation_format = "labelmaps"
             class_names = tuple(read_classes(config.annotations))
         elif config.label_source == "captions" and not read_captions(config.captions):
             raise UsageError(f"--captions {config.captions} holds no captions")
@@ -177,7 +207,7 @@ def prepare(config: IndexJobConfig) -> RunPlan:
     images_todo = sum(1 for uri in uris if staging.shard_of(uri, num_shards) not in done) if done else len(uris)
     return RunPlan(output=output, num_images=len(uris), num_shards=num_shards, done_shards=done,
                    group_filter=config.group_filter_for(len(uris)), model_info=model_info, class_names=class_names,
-                   images_todo=images_todo)
+                   annotation_format=annotation_format, panoptic_dir=panoptic_dir, images_todo=images_todo)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -203,7 +233,12 @@ def build_pipeline(p: beam.Pipeline, config: IndexJobConfig, plan: RunPlan) -> N
     # ---- Phase A: per image, skipped for committed shards -------------------------------------------------
     items = p | "Read" >> ReadImages(list(config.inputs), num_shards, plan.done_shards, config.read.max_side,
                                      config.read.max_pixels)
-    if config.annotated:  # the annotation's class regions are the segments, with their labels
+    if plan.annotation_format in (coco.INSTANCES, coco.PANOPTIC):  # each annotated region is a segment
+        records = p | "ReadAnnotations" >> ReadCocoAnnotations(config.annotations)
+        items = items | "Label" >> beam.ParDo(
+            AnnotateCocoImage(plan.annotation_format, plan.panoptic_dir, config.coco_crowd, models.masker.min_area),
+            beam.pvalue.AsMultiMap(records), beam.pvalue.AsSingleton(read_categories(p, config.annotations)))
+    elif config.annotated:  # the annotation's class regions are the segments, with their labels
         items = items | "Label" >> beam.ParDo(
             AnnotateImage(config.annotations, list(plan.class_names), config.ignore_index, models.masker.min_area))
     else:
@@ -316,6 +351,9 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
         "embedding_dtype": config.embedding_dtype,
         "group_filter": dataclasses.asdict(plan.group_filter),
         "annotations": config.annotations,
+        "annotation_format": plan.annotation_format or None,
+        "panoptic_dir": plan.panoptic_dir,
+        "coco_crowd": config.coco_crowd if config.coco_annotations else None,
         "ignore_index": list(config.ignore_index),
         "captions": config.captions,
     }

@@ -72,7 +72,13 @@ def add_index_flags(parser: argparse.ArgumentParser) -> None:
         help="resize decoded images so the longest side is at most this (0 = keep)")
     # labels
     add("--label_source", choices=LABEL_SOURCES, default=IndexJobConfig.label_source)
-    add("--annotations", help="annotations directory: images/ + labels/ (label-map PNGs) + classes.txt")
+    add("--annotations",
+        help="annotations directory (images/ + labels/ label-map PNGs + classes.txt), or a COCO JSON: panoptic "
+             "(with its PNG directory) or instances/stuff (polygons or RLE)")
+    add("--panoptic_dir", default=None,
+        help="COCO panoptic PNG directory (default: the JSON's path without .json, as COCO ships it)")
+    add("--coco_crowd", choices=("skip", "keep"), default=IndexJobConfig.coco_crowd,
+        help="COCO crowd regions (iscrowd: a group of objects): skip them, or keep each as one segment")
     add("--ignore_index", type=int, action="append", default=None,
         help="label-map value(s) that are no class (repeatable), e.g. 255 for VOC, 0 for ADE20K, 11 for CamVid")
     add("--captions", help="COCO captions JSON or JSONL {\"image\": ..., \"caption\": ...}, matched by file name")
@@ -169,7 +175,8 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
 def index_config(args: argparse.Namespace) -> IndexJobConfig:
     """Flags -> the typed job configuration (not yet validated)."""
     inputs = args.input
-    if not inputs and args.label_source == "annotations" and args.annotations:
+    if not inputs and args.label_source == "annotations" and args.annotations \
+            and not args.annotations.lower().endswith(".json"):
         inputs = [storage.join(args.annotations, "images")]
     return IndexJobConfig(
         inputs=tuple(inputs or ()),
@@ -177,6 +184,8 @@ def index_config(args: argparse.Namespace) -> IndexJobConfig:
         label_source=args.label_source,
         annotations=args.annotations,
         ignore_index=tuple(args.ignore_index or ()),
+        panoptic_dir=args.panoptic_dir,
+        coco_crowd=args.coco_crowd,
         captions=args.captions,
         overwrite=args.overwrite,
         num_shards=args.num_shards,
