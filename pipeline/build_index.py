@@ -49,7 +49,7 @@ from refset.index import build_index
 from transforms import writers
 from transforms.annotations import AnnotateImage, read_classes
 from transforms.captions import AttachCaptionLabels, CaptionerModelHandler, read_captions
-from transforms.coco import AnnotateCocoImage, ReadCocoAnnotations, default_panoptic_dir, read_categories
+from transforms.coco import AnnotateCocoImage, ReadCategories, ReadCocoAnnotations, default_panoptic_dir
 from transforms.embed import VisualModelHandler
 from transforms.group_filter import GroupFilter, GroupFilterConfig
 from transforms.images import ReadImages, list_inputs
@@ -84,7 +84,7 @@ def phase_a_fingerprint(config: IndexJobConfig) -> dict:
 
     Batch sizes and devices do not change results; numeric precision does, so it is part of the fingerprint.
     """
-    settings = {"label_source": config.label_source, "annotations": config.annotations,
+    settings = {"label_source": config.label_source, "annotations": annotations_setting(config),
                 "ignore_index": list(config.ignore_index), "captions": config.captions,
                 "max_side": config.read.max_side, "max_pixels": config.read.max_pixels}
     if config.coco_annotations:  # (added only here, so the fingerprints of earlier runs stay valid)
@@ -109,7 +109,7 @@ def describe_models(config: IndexJobConfig) -> dict:
                                "max_masks": resolved.masker.max_masks,
                                **dataclasses.asdict(getattr(resolved.masker, resolved.masker.kind))}
         else:
-            infos["masker"] = {"kind": "annotations", "annotations": config.annotations,
+            infos["masker"] = {"kind": "annotations", "annotations": annotations_setting(config),
                                "ignore_index": list(config.ignore_index), "min_area": resolved.masker.min_area}
         if config.label_source == "captioner":
             load_pretrained(AutoConfig, resolved.captioner.model_id, resolved.captioner.revision, what="captioner")
@@ -124,16 +124,30 @@ def describe_models(config: IndexJobConfig) -> dict:
     return infos
 
 
+def annotations_setting(config: IndexJobConfig) -> str | list[str] | None:
+    """--annotations as recorded: the one path as a string (as before several COCO files were possible), else
+    the list."""
+    if not config.annotations:
+        return None
+    return config.annotations[0] if len(config.annotations) == 1 else list(config.annotations)
+
+
 def check_coco_annotations(config: IndexJobConfig) -> tuple[str, str | None]:
-    """(format, panoptic PNG directory) of a COCO JSON, read up to its first annotation (inference.coco)."""
-    path = config.annotations
-    if not storage.exists(path):
-        raise UsageError(f"--annotations {path} does not exist")
-    try:
-        with storage.filesystem(path).open(path, "rb") as f:
-            annotation_format = coco.sniff_format(f)
-    except coco.CocoError as exc:
-        raise UsageError(f"--annotations {path} is no COCO annotations file: {exc}") from exc
+    """(format, panoptic PNG directory) of the COCO JSON files, each read up to its first annotation."""
+    formats = []
+    for path in config.annotations:
+        if not storage.exists(path):
+            raise UsageError(f"--annotations {path} does not exist")
+        try:
+            with storage.filesystem(path).open(path, "rb") as f:
+                formats.append(coco.sniff_format(f))
+        except coco.CocoError as exc:
+            raise UsageError(f"--annotations {path} is no COCO annotations file: {exc}") from exc
+    annotation_format = formats[0]
+    if coco.PANOPTIC in formats and len(formats) > 1:
+        raise UsageError("a COCO panoptic file is used alone (it holds things and stuff); several --annotations "
+                         "files must all be instances/stuff files")
+    path = config.annotations[0]
     if annotation_format != coco.PANOPTIC:
         if config.panoptic_dir:
             raise UsageError(f"--panoptic_dir given, but {path} holds instance annotations, not panoptic ones")
@@ -161,7 +175,7 @@ def prepare(config: IndexJobConfig) -> RunPlan:
             annotation_format, panoptic_dir = check_coco_annotations(config)
         elif config.annotated:
             annotation_format = "labelmaps"
-            class_names = tuple(read_classes(config.annotations))
+            class_names = tuple(read_classes(config.annotations[0]))
         elif config.label_source == "captions" and not read_captions(config.captions):
             raise UsageError(f"--captions {config.captions} holds no captions")
     except UsageError:
@@ -234,13 +248,14 @@ def build_pipeline(p: beam.Pipeline, config: IndexJobConfig, plan: RunPlan) -> N
     items = p | "Read" >> ReadImages(list(config.inputs), num_shards, plan.done_shards, config.read.max_side,
                                      config.read.max_pixels)
     if plan.annotation_format in (coco.INSTANCES, coco.PANOPTIC):  # each annotated region is a segment
-        records = p | "ReadAnnotations" >> ReadCocoAnnotations(config.annotations)
+        files = list(config.annotations)
+        records = p | "ReadAnnotations" >> ReadCocoAnnotations(files)
         items = items | "Label" >> beam.ParDo(
             AnnotateCocoImage(plan.annotation_format, plan.panoptic_dir, config.coco_crowd, models.masker.min_area),
-            beam.pvalue.AsMultiMap(records), beam.pvalue.AsSingleton(read_categories(p, config.annotations)))
+            beam.pvalue.AsMultiMap(records), beam.pvalue.AsSingleton(p | "ReadCategories" >> ReadCategories(files)))
     elif config.annotated:  # the annotation's class regions are the segments, with their labels
         items = items | "Label" >> beam.ParDo(
-            AnnotateImage(config.annotations, list(plan.class_names), config.ignore_index, models.masker.min_area))
+            AnnotateImage(config.annotations[0], list(plan.class_names), config.ignore_index, models.masker.min_area))
     else:
         items = items | "Mask" >> _run_inference(MaskerModelHandler, config, config.workers.mask_batch_size)
         if config.label_source == "captions":
@@ -350,7 +365,7 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
         "max_pixels": config.read.max_pixels,
         "embedding_dtype": config.embedding_dtype,
         "group_filter": dataclasses.asdict(plan.group_filter),
-        "annotations": config.annotations,
+        "annotations": annotations_setting(config),
         "annotation_format": plan.annotation_format or None,
         "panoptic_dir": plan.panoptic_dir,
         "coco_crowd": config.coco_crowd if config.coco_annotations else None,

@@ -99,7 +99,9 @@ class IndexJobConfig:
     inputs: tuple[str, ...]  # image files, globs or directories, local or gs://
     output: str  # the reference-set directory, local or gs://
     label_source: Literal["annotations", "captions", "captioner"] = "captions"
-    annotations: str | None = None  # images/ + labels/ + classes.txt directory, or a COCO JSON (see below)
+    # one images/ + labels/ + classes.txt directory, or COCO JSON files: one panoptic file, or instances/stuff files
+    # (e.g. COCO-Stuff = instances_*.json for things + stuff_*.json for stuff)
+    annotations: tuple[str, ...] = ()
     ignore_index: tuple[int, ...] = ()  # label-map values that are no class
     panoptic_dir: str | None = None  # COCO panoptic PNGs; default: the JSON's path without .json
     coco_crowd: Literal["skip", "keep"] = "skip"  # COCO iscrowd regions (groups of objects): skipped or kept
@@ -123,7 +125,7 @@ class IndexJobConfig:
     def coco_annotations(self) -> bool:
         """--annotations names a COCO JSON (panoptic or instances/stuff, told apart by its content at launch)
         rather than a label-map directory."""
-        return self.annotated and bool(self.annotations) and self.annotations.lower().endswith(".json")
+        return self.annotated and bool(self.annotations) and self.annotations[0].lower().endswith(".json")
 
     def validate(self) -> IndexJobConfig:
         """Check the settings before any work (UsageError, one line); returns self."""
@@ -136,6 +138,9 @@ class IndexJobConfig:
                 raise UsageError("--label_source annotations needs --annotations DIR (images/ labels/ classes.txt)")
             if self.captions:
                 raise UsageError("--captions conflicts with --label_source annotations")
+            if len({a.lower().endswith(".json") for a in self.annotations}) > 1 or (
+                    len(self.annotations) > 1 and not self.coco_annotations):
+                raise UsageError("--annotations takes one label-map directory, or COCO JSON files (repeatable)")
             if self.coco_annotations and self.ignore_index:
                 raise UsageError("--ignore_index applies to label-map annotations, not to a COCO JSON")
             if not self.coco_annotations and (self.panoptic_dir or self.coco_crowd != "skip"):

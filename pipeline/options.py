@@ -72,9 +72,10 @@ def add_index_flags(parser: argparse.ArgumentParser) -> None:
         help="resize decoded images so the longest side is at most this (0 = keep)")
     # labels
     add("--label_source", choices=LABEL_SOURCES, default=IndexJobConfig.label_source)
-    add("--annotations",
-        help="annotations directory (images/ + labels/ label-map PNGs + classes.txt), or a COCO JSON: panoptic "
-             "(with its PNG directory) or instances/stuff (polygons or RLE)")
+    add("--annotations", action="append", default=None,
+        help="annotations directory (images/ + labels/ label-map PNGs + classes.txt), or COCO JSON: one panoptic "
+             "file (with its PNG directory), or instances/stuff files, repeatable (COCO-Stuff: instances_*.json + "
+             "stuff_*.json)")
     add("--panoptic_dir", default=None,
         help="COCO panoptic PNG directory (default: the JSON's path without .json, as COCO ships it)")
     add("--coco_crowd", choices=("skip", "keep"), default=IndexJobConfig.coco_crowd,
@@ -175,14 +176,15 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
 def index_config(args: argparse.Namespace) -> IndexJobConfig:
     """Flags -> the typed job configuration (not yet validated)."""
     inputs = args.input
-    if not inputs and args.label_source == "annotations" and args.annotations \
-            and not args.annotations.lower().endswith(".json"):
-        inputs = [storage.join(args.annotations, "images")]
+    annotations = tuple(args.annotations or ())
+    if not inputs and args.label_source == "annotations" and len(annotations) == 1 \
+            and not annotations[0].lower().endswith(".json"):
+        inputs = [storage.join(annotations[0], "images")]
     return IndexJobConfig(
         inputs=tuple(inputs or ()),
         output=(args.output or "").rstrip("/"),
         label_source=args.label_source,
-        annotations=args.annotations,
+        annotations=annotations,
         ignore_index=tuple(args.ignore_index or ()),
         panoptic_dir=args.panoptic_dir,
         coco_crowd=args.coco_crowd,

@@ -47,11 +47,39 @@ def default_panoptic_dir(annotations_json: str) -> str:
     return annotations_json[: -len(".json")] if annotations_json.endswith(".json") else annotations_json
 
 
-def image_record(image: dict, annotations: list[dict]) -> tuple[str, dict]:
-    """(file-name key, the image's record: file name, size, its annotations) from one joined image."""
+def image_record(image: dict, annotations: list[dict], source: int = 0) -> tuple[str, dict]:
+    """(file-name key, the image's record: file name, size, its annotations, which file they came from)."""
     record = {"file_name": str(image["file_name"]), "height": int(image["height"]), "width": int(image["width"]),
-              "annotations": annotations}
+              "annotations": annotations, "source": source}
     return image_key(record["file_name"]), record
+
+
+def merge_categories(categories: list[dict]) -> dict[int, dict]:
+    """{id: category} of several files (COCO's instances and stuff files use disjoint ids); an id named two ways
+    would label one region two ways, so it is refused."""
+    merged: dict[int, dict] = {}
+    for category in categories:
+        cid = int(category["id"])
+        if cid in merged and merged[cid].get("name") != category.get("name"):
+            raise ValueError(f"category id {cid} is {merged[cid].get('name')!r} in one annotations file and "
+                             f"{category.get('name')!r} in another")
+        merged[cid] = category
+    return merged
+
+
+def one_record(found: list[dict], name: str) -> dict:
+    """The record of one image from the records of every file that lists it: their annotations together."""
+    if not found:
+        raise AnnotationError(f"the annotations file lists no image named {name}")
+    found = sorted(found, key=lambda r: r.get("source", 0))
+    sources = [r.get("source", 0) for r in found]
+    if len(set(sources)) < len(sources):
+        raise AnnotationError(f"an annotations file lists {len(sources) - len(set(sources)) + 1} images named {name}")
+    first = found[0]
+    for other in found[1:]:
+        if (other["height"], other["width"]) != (first["height"], first["width"]):
+            raise AnnotationError(f"the annotations files disagree on the size of {name}")
+    return {**first, "annotations": [a for r in found for a in r["annotations"]]}
 
 
 def check_size(record: dict, height: int, width: int) -> None:
@@ -85,29 +113,34 @@ def regions_of(record: dict, annotation_format: str, panoptic_dir: str | None):
 # Beam shells
 # ---------------------------------------------------------------------------------------------------------
 class StreamArray(beam.DoFn):
-    """A COCO JSON path -> the elements of one of its top-level arrays, streamed (constant memory)."""
+    """(file number, COCO JSON path) -> (file number, element) for the elements of one of its top-level arrays,
+    streamed (constant memory)."""
 
     def __init__(self, key: str):
         self.key = key
 
-    def process(self, path: str):
+    def process(self, sourced_path: tuple[int, str]):
+        source, path = sourced_path
         with storage.filesystem(path).open(path, "rb") as f:
-            yield from stream_array(f, self.key)
+            for element in stream_array(f, self.key):
+                yield source, element
 
 
 class ReadCocoAnnotations(beam.PTransform):
-    """COCO JSON -> (file name, image record) for every image it lists, each with its annotations."""
+    """COCO JSON files -> (file name, image record) for every image each file lists, with its annotations in that
+    file (an image listed by two files has two records; the Label step joins them)."""
 
-    def __init__(self, path: str):
+    def __init__(self, paths: list[str]):
         super().__init__()
-        self.path = path
+        self.paths = list(paths)
 
     def expand(self, pbegin):
-        path = pbegin | "Path" >> beam.Create([self.path])
-        images = (path | "StreamImages" >> beam.ParDo(StreamArray("images"))
-                  | "ImageById" >> beam.Map(lambda image: (int(image["id"]), image)))
-        annotations = (path | "StreamAnnotations" >> beam.ParDo(StreamArray("annotations"))
-                       | "AnnotationByImage" >> beam.Map(lambda ann: (int(ann["image_id"]), ann)))
+        paths = pbegin | "Paths" >> beam.Create(list(enumerate(self.paths)))
+        images = (paths | "StreamImages" >> beam.ParDo(StreamArray("images"))
+                  | "ImageById" >> beam.Map(lambda sourced: ((sourced[0], int(sourced[1]["id"])), sourced[1])))
+        annotations = (paths | "StreamAnnotations" >> beam.ParDo(StreamArray("annotations"))
+                       | "AnnotationByImage" >> beam.Map(
+                           lambda sourced: ((sourced[0], int(sourced[1]["image_id"])), sourced[1])))
         return (
             {"image": images, "annotations": annotations}
             | "JoinByImage" >> beam.CoGroupByKey()
@@ -120,21 +153,28 @@ class _JoinedRecords(beam.DoFn):
         self.orphans = beam.metrics.Metrics.counter("reme", "annotations_without_image")
 
     def process(self, joined):
-        _, grouped = joined
+        (source, _), grouped = joined
         images, annotations = list(grouped["image"]), list(grouped["annotations"])
         if not images:  # annotations of an image id the file does not list
             self.orphans.inc(len(annotations))
             return
         for image in images:
-            yield image_record(image, annotations)
+            yield image_record(image, annotations, source)
 
 
-def read_categories(p: beam.Pipeline, path: str):
-    """The file's categories as a singleton side input {id: category}."""
-    return (p | "CategoriesPath" >> beam.Create([path])
-            | "StreamCategories" >> beam.ParDo(StreamArray("categories"))
-            | "AllCategories" >> beam.combiners.ToList()
-            | "ById" >> beam.Map(lambda categories: {int(c["id"]): c for c in categories}))
+class ReadCategories(beam.PTransform):
+    """The categories of COCO JSON files, as one {id: category} (merge_categories), for a singleton side input."""
+
+    def __init__(self, paths: list[str]):
+        super().__init__()
+        self.paths = list(paths)
+
+    def expand(self, pbegin):
+        return (pbegin | "Paths" >> beam.Create(list(enumerate(self.paths)))
+                | "StreamCategories" >> beam.ParDo(StreamArray("categories"))
+                | "Categories" >> beam.Values()
+                | "AllCategories" >> beam.combiners.ToList()
+                | "ById" >> beam.Map(merge_categories))
 
 
 class AnnotateCocoImage(beam.DoFn):
@@ -161,12 +201,8 @@ class AnnotateCocoImage(beam.DoFn):
         yield item
 
     def apply(self, item: dict, records, categories: dict) -> None:
-        found = list(records[image_key(item["uri"])])
-        if not found:
-            raise AnnotationError(f"the annotations file lists no image named {image_key(item['uri'])}")
-        if len(found) > 1:
-            raise AnnotationError(f"the annotations file lists {len(found)} images named {image_key(item['uri'])}")
-        record = found[0]
+        name = image_key(item["uri"])
+        record = one_record(list(records[name]), name)
         height, width = item["height"], item["width"]
         check_size(record, height, width)
         try:

@@ -1,14 +1,19 @@
-"""COCO-shaped ground truth made up for tests: images, a panoptic JSON + PNGs, an instances JSON.
+"""COCO-shaped ground truth made up for tests, in COCO's layout under ROOT:
+
+    <split>/000000000100.jpg ...                 the images
+    annotations/instances_<split>.json           things (polygons) and crowds (uncompressed RLE), as COCO ships
+    annotations/stuff_<split>.json               stuff and the "other" placeholder (compressed RLE), as COCO-Stuff
+    annotations/panoptic_<split>.json + panoptic_<split>/*.png
 
 Every image has the same cast at shifted places, drawn as rectangles so that every region's pixels are known here:
 
-    sky      stuff, the top rows                                  (instances JSON: compressed RLE)
-    grass    stuff, the bottom rows minus the things on them       (instances JSON: compressed RLE)
+    sky      stuff, the top rows                                  (stuff JSON: compressed RLE)
+    grass    stuff, the bottom rows minus the things on them       (stuff JSON: compressed RLE)
     person   thing, a rectangle                                   (instances JSON: one polygon)
     person   thing, two rectangles: one object in two parts       (instances JSON: two polygons)
     dog      thing, a rectangle                                   (instances JSON: one polygon)
     person   crowd, a rectangle                                   (instances JSON: uncompressed RLE)
-    other    COCO-Stuff's placeholder (instances JSON only)       (compressed RLE)
+    other    COCO-Stuff's placeholder: the things' pixels          (stuff JSON: compressed RLE)
 
 A rectangle [x0, x1) x [y0, y1) is (x1 - x0) * (y1 - y0) pixels, as a polygon too (pycocotools rasterises integer
 rectangles exactly). `expected` lists, per image file name, the (label, area, bbox) of each region the index job
@@ -32,6 +37,8 @@ SKY_ROWS = 18
 INSTANCE_CATEGORIES = [
     {"id": 1, "name": "person", "supercategory": "person"},
     {"id": 18, "name": "dog", "supercategory": "animal"},
+]
+STUFF_CATEGORIES = [
     {"id": 124, "name": "grass", "supercategory": "plant"},
     {"id": 157, "name": "sky-other", "supercategory": "sky"},
     {"id": 183, "name": "other", "supercategory": "other"},
@@ -121,33 +128,38 @@ def polygons(region: Region) -> list[list[float]]:
 
 @dataclass
 class CocoWorld:
+    root: Path
     images: Path  # the image directory (what --input points at)
-    instances: Path  # instances JSON (things + stuff + a placeholder, polygons and RLE, a crowd)
+    instances: Path  # instances JSON: things (polygons) and a crowd (uncompressed RLE)
+    stuff: Path  # stuff JSON: stuff and the placeholder (compressed RLE)
     panoptic: Path  # panoptic JSON; its PNGs in panoptic.with_suffix("")
+    regions: dict[str, list[tuple[Region, np.ndarray]]]  # file name -> each region with its pixels
     expected: dict[str, list[tuple[str, int, list[float]]]]  # file name -> sorted (label, area, bbox) kept
     expected_with_crowd: dict[str, list[tuple[str, int, list[float]]]]
 
 
-def make_coco(root: Path, n_images: int = 3) -> CocoWorld:
-    images_dir = root / "train"
+def make_coco(root: Path, n_images: int = 3, split: str = "train") -> CocoWorld:
+    images_dir = root / split
     ann_dir = root / "annotations"
-    png_dir = ann_dir / "panoptic_train"
+    png_dir = ann_dir / f"panoptic_{split}"
     for d in (images_dir, png_dir):
         d.mkdir(parents=True, exist_ok=True)
-    ids = {c["name"]: c["id"] for c in INSTANCE_CATEGORIES}
+    ids = {c["name"]: c["id"] for c in INSTANCE_CATEGORIES + STUFF_CATEGORIES}
     panoptic_ids = {"person": 1, "dog": 18, "sky": 187, "grass": 193}
-    images, instances, panoptic = [], [], []
-    expected, expected_with_crowd = {}, {}
+    images, instances, stuff, panoptic = [], [], [], []
+    expected, expected_with_crowd, all_regions = {}, {}, {}
     for i in range(n_images):
         name = f"{100 + i:012d}.jpg"
         image_id = 100 + i
         regions = scene(i)
         region_masks = masks(regions)
+        all_regions[name] = list(zip(regions, region_masks, strict=True))
         # PNG, not JPEG: lossless pixels keep the test's colours exact (the file name is COCO's).
         Image.fromarray(draw(regions, region_masks, seed=i)).save(images_dir / name, format="PNG")
         images.append({"id": image_id, "file_name": name, "height": HEIGHT, "width": WIDTH})
 
-        # instances JSON: polygons for things, RLE for stuff and the placeholder, uncompressed RLE for the crowd
+        # instances JSON: polygons for things, uncompressed RLE for the crowd; stuff JSON: RLE for stuff and the
+        # placeholder
         for r, m in zip(regions, region_masks, strict=True):
             category = ids["sky-other"] if r.label == "sky" else ids[r.label]
             if r.kind == "thing":
@@ -156,13 +168,13 @@ def make_coco(root: Path, n_images: int = 3) -> CocoWorld:
                 segmentation = uncompressed_rle(m)
             else:
                 segmentation = compressed_rle(m)
-            instances.append({"id": len(instances) + 1, "image_id": image_id, "category_id": category,
-                              "iscrowd": int(r.kind == "crowd"), "segmentation": segmentation,
-                              "area": float(m.sum()), "bbox": bbox_of(m)})
+            (stuff if r.kind == "stuff" else instances).append({
+                "id": 1000 * image_id + len(instances) + len(stuff), "image_id": image_id, "category_id": category,
+                "iscrowd": int(r.kind == "crowd"), "segmentation": segmentation, "area": float(m.sum()),
+                "bbox": bbox_of(m)})
         things = np.any([m for r, m in zip(regions, region_masks, strict=True) if r.kind != "stuff"], axis=0)
-        instances.append({"id": len(instances) + 1, "image_id": image_id, "category_id": ids["other"], "iscrowd": 0,
-                          "segmentation": compressed_rle(things), "area": float(things.sum()),
-                          "bbox": bbox_of(things)})
+        stuff.append({"id": 1000 * image_id + 999, "image_id": image_id, "category_id": ids["other"], "iscrowd": 0,
+                      "segmentation": compressed_rle(things), "area": float(things.sum()), "bbox": bbox_of(things)})
 
         # panoptic: one RGB PNG of segment ids (some above 256 and 65536, so every channel counts) + segments_info
         id_map = np.zeros((HEIGHT, WIDTH), dtype=np.int64)  # 0 = unlabelled
@@ -188,13 +200,20 @@ def make_coco(root: Path, n_images: int = 3) -> CocoWorld:
         expected[name] = sorted(kept)
         expected_with_crowd[name] = sorted(kept + crowd)
 
-    instances_path = ann_dir / "instances_train.json"
-    instances_path.write_text(json.dumps({"info": {}, "images": images, "annotations": instances,
-                                          "categories": INSTANCE_CATEGORIES}))
-    panoptic_path = ann_dir / "panoptic_train.json"
-    panoptic_path.write_text(json.dumps({"info": {}, "images": images, "annotations": panoptic,
-                                         "categories": PANOPTIC_CATEGORIES}))
-    return CocoWorld(images_dir, instances_path, panoptic_path, expected, expected_with_crowd)
+    paths = {}
+    for kind, anns, categories in (("instances", instances, INSTANCE_CATEGORIES),
+                                          ("stuff", stuff, STUFF_CATEGORIES),
+                                          ("panoptic", panoptic, PANOPTIC_CATEGORIES)):
+        paths[kind] = ann_dir / f"{kind}_{split}.json"
+        paths[kind].write_text(json.dumps({"info": {}, "images": images, "annotations": anns,
+                                           "categories": categories}))
+    return CocoWorld(root, images_dir, paths["instances"], paths["stuff"], paths["panoptic"], all_regions,
+                     expected, expected_with_crowd)
+
+
+def only(expected: dict, labels: set[str]) -> dict:
+    """The expected rows of some labels only (e.g. the things of the instances file alone)."""
+    return {name: [row for row in rows if row[0] in labels] for name, rows in expected.items()}
 
 
 def panoptic_expected(world: CocoWorld) -> dict[str, list[tuple[str, int, list[float]]]]:

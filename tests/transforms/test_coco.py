@@ -16,14 +16,15 @@ from PIL import Image
 
 from inference import coco
 from models.rle import decode_rle
-from tests.support.coco import HEIGHT, WIDTH, make_coco, panoptic_expected, scene, uncompressed_rle
+from tests.support.coco import HEIGHT, WIDTH, make_coco, only, panoptic_expected, scene, uncompressed_rle
 from transforms.coco import (
     AnnotateCocoImage,
+    ReadCategories,
     ReadCocoAnnotations,
     check_size,
     default_panoptic_dir,
     image_key,
-    read_categories,
+    merge_categories,
 )
 
 
@@ -88,23 +89,29 @@ def test_sniff_tells_panoptic_from_instances(world, tmp_path):
     assert default_panoptic_dir("gs://b/annotations/panoptic_val2017.json") == "gs://b/annotations/panoptic_val2017"
 
 
-def records_of(path) -> dict[str, list[dict]]:
-    doc = load(path)
-    by_image = {}
-    for ann in doc["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    # a multimap, as Beam's side input: an unknown name has no record
-    return defaultdict(list, {image["file_name"]: [{"file_name": image["file_name"], "height": image["height"],
-                                  "width": image["width"], "annotations": by_image.get(image["id"], [])}]
-            for image in doc["images"]})
+def records_of(paths) -> dict[str, list[dict]]:
+    """What the graph gives the Label step, built here from the files directly: a multimap from file name to one
+    record per file that lists the image (an unknown name has no record)."""
+    records = defaultdict(list)
+    for source, path in enumerate(paths):
+        doc = load(path)
+        by_image = {}
+        for ann in doc["annotations"]:
+            by_image.setdefault(ann["image_id"], []).append(ann)
+        for image in doc["images"]:
+            records[image["file_name"]].append({"file_name": image["file_name"], "height": image["height"],
+                                                "width": image["width"], "source": source,
+                                                "annotations": by_image.get(image["id"], [])})
+    return records
 
 
-def annotate(world, path, fmt, crowd="skip", name="000000000100.jpg", height=HEIGHT, width=WIDTH):
-    fn = AnnotateCocoImage(fmt, default_panoptic_dir(str(path)) if fmt == coco.PANOPTIC else None, crowd)
-    categories = {c["id"]: c for c in load(path)["categories"]}
+def annotate(world, paths, fmt, crowd="skip", name="000000000100.jpg", height=HEIGHT, width=WIDTH):
+    paths = paths if isinstance(paths, list) else [paths]
+    fn = AnnotateCocoImage(fmt, default_panoptic_dir(str(paths[0])) if fmt == coco.PANOPTIC else None, crowd)
+    categories = merge_categories([c for path in paths for c in load(path)["categories"]])
     item = {"uri": str(world.images / name), "height": height, "width": width, "failure": None,
             "image": np.zeros((height, width, 3), np.uint8)}
-    (out,) = fn.process(item, records_of(path), categories)
+    (out,) = fn.process(item, records_of(paths), categories)
     return out
 
 
@@ -117,25 +124,37 @@ def segments_of(item) -> list[tuple[str, int, list[float]]]:
     return sorted(rows)
 
 
-@pytest.mark.parametrize("fmt", [coco.INSTANCES, coco.PANOPTIC])
-def test_each_region_is_one_segment_with_its_label_and_area(world, fmt):
-    path = world.instances if fmt == coco.INSTANCES else world.panoptic
-    expected = world.expected if fmt == coco.INSTANCES else panoptic_expected(world)
+@pytest.mark.parametrize("files", ["instances+stuff", "panoptic", "instances", "stuff"])
+def test_each_region_is_one_segment_with_its_label_and_area(world, files):
+    """COCO-Stuff (things from the instances file + stuff from the stuff file), panoptic, and each file alone."""
+    paths, fmt, expected = {
+        "instances+stuff": ([world.instances, world.stuff], coco.INSTANCES, world.expected),
+        "panoptic": ([world.panoptic], coco.PANOPTIC, panoptic_expected(world)),
+        "instances": ([world.instances], coco.INSTANCES, only(world.expected, {"person", "dog"})),
+        "stuff": ([world.stuff], coco.INSTANCES, only(world.expected, {"sky", "grass"})),
+    }[files]
     for name in expected:
-        item = annotate(world, path, fmt, name=name)
+        item = annotate(world, paths, fmt, name=name)
         assert item["failure"] is None, item["failure"]
         assert segments_of(item) == expected[name]
+    if files != "stuff":
         assert item["segment_labels"].count("person") == 2  # two people, two segments
 
 
 def test_crowd_regions_are_kept_on_request(world):
     name = "000000000100.jpg"
-    item = annotate(world, world.instances, coco.INSTANCES, crowd="keep", name=name)
+    item = annotate(world, [world.instances, world.stuff], coco.INSTANCES, crowd="keep", name=name)
     assert segments_of(item) == world.expected_with_crowd[name]
 
 
+def test_one_category_id_named_two_ways_is_refused():
+    with pytest.raises(ValueError, match="category id 7 is 'cat' in one annotations file and 'dog'"):
+        merge_categories([{"id": 7, "name": "cat"}, {"id": 7, "name": "dog"}])
+    assert merge_categories([{"id": 7, "name": "cat"}, {"id": 7, "name": "cat"}]) == {7: {"id": 7, "name": "cat"}}
+
+
 def test_a_resized_image_gets_resized_masks_and_a_wrong_size_fails(world):
-    item = annotate(world, world.instances, coco.INSTANCES, height=HEIGHT // 2, width=WIDTH // 2)
+    item = annotate(world, world.stuff, coco.INSTANCES, height=HEIGHT // 2, width=WIDTH // 2)
     assert item["failure"] is None
     sky = next(r for r in segments_of(item) if r[0] == "sky")
     assert sky[1] == (WIDTH // 2) * (scene(0)[0].rects[0][3] // 2)  # 18 rows of 64 -> 9 rows of 32
@@ -162,20 +181,24 @@ def test_a_panoptic_png_that_disagrees_with_its_json_fails_that_image(world, tmp
 def test_the_graph_streams_the_file_and_joins_by_file_name(world):
     """ReadCocoAnnotations + the categories side input, on the DirectRunner: one record per listed image, with
     exactly its annotations; an annotation of an unlisted image id goes nowhere."""
-    doc = load(world.instances)
+    doc = load(world.stuff)
     doc["annotations"].append({"id": 999, "image_id": 424242, "category_id": 1, "iscrowd": 0,
                                "segmentation": [[0, 0, 4, 0, 4, 4, 0, 4]], "area": 16.0, "bbox": [0, 0, 4, 4]})
-    path = world.instances.with_name("with_orphan.json")
+    path = world.stuff.with_name("with_orphan.json")
     path.write_text(json.dumps(doc))
-    per_image = {}
-    for ann in doc["annotations"]:
-        per_image.setdefault(ann["image_id"], []).append(ann["id"])
-    expected = [(image["file_name"], sorted(per_image[image["id"]])) for image in doc["images"]]
+    expected, categories = [], []
+    for source, d in enumerate([load(world.instances), doc]):
+        per_image = {}
+        for ann in d["annotations"]:
+            per_image.setdefault(ann["image_id"], []).append(ann["id"])
+        expected += [(image["file_name"], source, sorted(per_image[image["id"]])) for image in d["images"]]
+        categories += [(c["id"], c["name"]) for c in d["categories"]]
+    files = [str(world.instances), str(path)]
     with BeamTestPipeline() as p:
-        records = p | ReadCocoAnnotations(str(path))
-        summary = records | beam.Map(lambda kv: (kv[0], sorted(a["id"] for a in kv[1]["annotations"])))
+        records = p | ReadCocoAnnotations(files)
+        summary = records | beam.Map(lambda kv: (kv[0], kv[1]["source"], sorted(a["id"] for a in kv[1]["annotations"])))
         assert_that(summary, equal_to(expected))
-        categories = read_categories(p, str(path))
-        names = categories | beam.Map(lambda c: sorted((k, v["name"]) for k, v in c.items()))
-        assert_that(names, equal_to([sorted((c["id"], c["name"]) for c in doc["categories"])]), label="Categories")
+        merged = p | "Categories" >> ReadCategories(files)
+        names = merged | beam.Map(lambda c: sorted((k, v["name"]) for k, v in c.items()))
+        assert_that(names, equal_to([sorted(categories)]), label="CheckCategories")
     assert image_key("gs://b/train2017/000000000100.jpg") == "000000000100.jpg"
