@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "fsspec>=2024.2",
     "gcsfs>=2024.2",
     "pycocotools>=2.0.8",
+    "ijson>=3.2",  # streams COCO JSONs of gigabytes one element at a time (C backend yajl2_c in the wheels)
     "scikit-image>=0.24",
     "pillow>=10.3",
     "lemminflect>=0.2.3",

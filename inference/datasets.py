@@ -8,8 +8,10 @@ open-vocabulary benchmarks (mmsegmentation / GroupViT / SAN):
     voc20        background ignored; objects 0..19
     context60    0 = background (a class), 1..59; mmseg's converted SegmentationClassContext PNGs
     context59    background ignored; ids shifted by -1
-    coco-object  0 = background (all stuff), 1..80 objects; from *_instanceTrainIds.png or COCO-Stuff train ids
-    coco-stuff   171 classes (*_labelTrainIds.png, or raw stuffthingmaps 0..181 mapped to train ids), 255 ignore
+    coco-object  0 = background (all stuff), 1..80 objects; from *_instanceTrainIds.png or COCO-Stuff train ids,
+                 or COCO's own JSON (instances_val2017.json, or panoptic_val2017.json + its PNGs)
+    coco-stuff   171 classes (*_labelTrainIds.png, or raw stuffthingmaps 0..181 mapped to train ids, or COCO's JSON:
+                 instances_val2017.json for things + stuff_val2017.json for stuff), 255 ignore
     ade150       0 = "other" ignored; ids shifted by -1
     ade847       ADE20K-full, detectron2 layout (annotations_detectron2/*.tif, 65535 ignore); names from classes.txt
     pc459        PASCAL Context full, detectron2 layout (annotations_detectron2/pc459_val/*.tif, 65535 ignore);
@@ -19,10 +21,17 @@ open-vocabulary benchmarks (mmsegmentation / GroupViT / SAN):
 
 Each standard dataset also accepts the plain folder layout (ROOT/images + ROOT/labels) with its own label
 convention, which is how small samples are usually shipped.
+
+COCO's JSON layouts (ROOT/val2017 or ROOT/images/val2017 + ROOT/annotations/*.json) are painted into the same
+evaluation ids (inference.coco decodes the regions): stuff first, then things from the largest to the smallest, so
+a small object on a larger one stays visible. Crowd regions (a group of objects, no single outline) count as
+ignore, as does everything no annotation covers, except on coco-object's instances-only layout, where every pixel
+that no thing covers is background (that file knows nothing else).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from inference import coco
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
@@ -185,13 +196,15 @@ class Dataset:
     convert: Callable[[np.ndarray], np.ndarray]
     layout: Layout
     has_background: bool = False  # class 0 is "background": predicted by the labeller's threshold
-    pairs: list[tuple[str, Path, Path]] = field(default_factory=list)
+    # (key, image, label reference): a label file, or what `reader` takes (a COCO image id for the JSON layouts)
+    pairs: list[tuple[str, Path, Path | int]] = field(default_factory=list)
+    reader: Callable[[Path | int], np.ndarray] | None = None  # raw label of a reference; default: read_label
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def label(self, path: Path) -> np.ndarray:
-        return self.convert(read_label(path))
+    def label(self, ref: Path | int) -> np.ndarray:
+        return self.convert(self.reader(ref) if self.reader is not None else read_label(ref))
 
     def __iter__(self) -> Iterator[tuple[str, Path, Path]]:
         return iter(self.pairs)
@@ -318,9 +331,138 @@ def load_dataset(name: str, root: str | os.PathLike, ignore_index: int | None = 
         if pairs:
             return Dataset(name, root, names, ignore, layout.convert or convert, layout, has_background, pairs)
         tried.append(f"{layout.images} + {layout.labels} (no matching pairs)")
+    if name in ("coco-object", "coco-stuff"):
+        found = _coco_json_dataset(name, root, names, has_background, tried)
+        if found is not None:
+            return found
     raise DatasetError(f"{name}: no image/label pairs under {root}; looked for {'; '.join(tried)}")
 
 
 def ignore_value_for(num_classes: int) -> int:
     """The 'unlabelled' id in label maps: 255 while classes fit in 8 bits, else 65535 (16-bit maps)."""
     return 255 if num_classes < 255 else 65535
+
+
+# ---------------------------------------------------------------------------------------------------------
+# COCO's own JSON layouts (coco-object, coco-stuff)
+# ---------------------------------------------------------------------------------------------------------
+COCO_SPLIT = "val2017"
+COCO_TRAIN_IDS = {coco_id: train_id for train_id, coco_id in enumerate(COCO_USED_IDS)}  # COCO id -> 0..170
+COCO_STUFF_PLACEHOLDER = 183  # COCO-Stuff's "other": the pixels of things, no class
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+        raise DatasetError(f"{path} is no COCO annotations file (no \"images\" list)")
+    return doc
+
+
+def _check_coco_categories(doc: dict, path: Path, things_only: bool = False) -> None:
+    """The ids must be COCO's: each named as COCO names it (panoptic stuff, merged classes, is left out)."""
+    for category in doc.get("categories", []):
+        cid, name = int(category["id"]), str(category["name"])
+        if cid == COCO_STUFF_PLACEHOLDER or (things_only and not category.get("isthing", cid <= 90)):
+            continue
+        expected = COCO_STUFF_CLASSES[COCO_TRAIN_IDS[cid]] if cid in COCO_TRAIN_IDS else None
+        if expected != name:
+            raise DatasetError(f"{path}: category {cid} is {name!r}, COCO's is {expected!r}; these are not COCO's ids")
+
+
+def _by_image(doc: dict) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {}
+    for ann in doc.get("annotations", []):
+        out.setdefault(int(ann["image_id"]), []).append(ann)
+    return out
+
+
+def _paint(label: np.ndarray, regions: list[coco.Region], value_of: Callable[[coco.Region], int]) -> None:
+    """Stuff in file order, then things largest first (a small object on a larger one stays visible); crowds
+    paint ignore values, given by value_of."""
+    things = sorted((r for r in regions if int(r.category_id) <= 90), key=lambda r: -int(r.mask.sum()))
+    for region in [r for r in regions if int(r.category_id) > 90] + things:
+        label[region.mask] = value_of(region)
+
+
+def coco_object_label(regions: list[coco.Region], height: int, width: int, background_everywhere: bool) -> np.ndarray:
+    """coco-object ids: 0 background, 1..80 things, 255 ignore (crowds; unannotated pixels of a panoptic map)."""
+    label = np.full((height, width), 0 if background_everywhere else 255, dtype=np.int64)
+
+    def value_of(region: coco.Region) -> int:
+        if region.category_id > 90:
+            return 0 if region.category_id != COCO_STUFF_PLACEHOLDER else 255
+        return 255 if region.iscrowd else COCO_TRAIN_IDS[region.category_id] + 1
+
+    _paint(label, regions, value_of)
+    return label
+
+
+def coco_stuff_label(regions: list[coco.Region], height: int, width: int) -> np.ndarray:
+    """coco-stuff train ids 0..170, 255 ignore (unannotated pixels, crowds, the placeholder)."""
+    label = np.full((height, width), 255, dtype=np.int64)
+
+    def value_of(region: coco.Region) -> int:
+        if region.iscrowd or region.category_id == COCO_STUFF_PLACEHOLDER:
+            return 255
+        return COCO_TRAIN_IDS[region.category_id]
+
+    _paint(label, regions, value_of)
+    return label
+
+
+def _coco_json_dataset(name: str, root: Path, names: list[str], has_background: bool,
+                       tried: list[str]) -> Dataset | None:
+    """coco-object or coco-stuff from COCO's JSON files under ROOT, or None (what was looked for goes to `tried`)."""
+    images_dir = next((d for d in (f"images/{COCO_SPLIT}", COCO_SPLIT) if (root / d).is_dir()), None)
+    annotations = root / "annotations"
+    instances, stuff = annotations / f"instances_{COCO_SPLIT}.json", annotations / f"stuff_{COCO_SPLIT}.json"
+    panoptic = annotations / f"panoptic_{COCO_SPLIT}.json"
+    panoptic_dir = annotations / f"panoptic_{COCO_SPLIT}"
+    if name == "coco-stuff":
+        wanted = [instances, stuff]
+    else:
+        wanted = [instances] if instances.is_file() or not panoptic.is_file() else [panoptic]
+    is_panoptic = wanted == [panoptic]
+    needed = [p.relative_to(root).as_posix() + ("/" if p.suffix != ".json" else "")
+              for p in wanted + ([panoptic_dir] if is_panoptic else [])]
+    if images_dir is None or not all(p.is_file() for p in wanted) or (is_panoptic and not panoptic_dir.is_dir()):
+        tried.append(f"{COCO_SPLIT} + {' + '.join(needed)}")
+        return None
+    docs = [_read_json(p) for p in wanted]
+    for doc, path in zip(docs, wanted, strict=True):
+        _check_coco_categories(doc, path, things_only=is_panoptic)
+    images = {int(image["id"]): image for image in docs[0]["images"]}
+    annotations_of = [_by_image(doc) for doc in docs]
+
+    def read(image_id: int) -> np.ndarray:
+        image = images[image_id]
+        height, width = int(image["height"]), int(image["width"])
+        try:
+            if is_panoptic:
+                (ann,) = annotations_of[0].get(image_id, [{"file_name": None, "segments_info": []}])
+                if ann["file_name"] is None:
+                    return np.full((height, width), 255, dtype=np.int64)
+                id_map = coco.decode_panoptic_png((panoptic_dir / ann["file_name"]).read_bytes())
+                regions = coco.panoptic_regions(id_map, ann["segments_info"])
+            else:
+                regions = [r for anns in annotations_of for r in coco.instance_regions(anns.get(image_id, []),
+                                                                                     height, width)]
+        except (OSError, coco.CocoError) as exc:
+            raise DatasetError(f"{image['file_name']}: {exc}") from exc
+        if name == "coco-stuff":
+            return coco_stuff_label(regions, height, width)
+        return coco_object_label(regions, height, width, background_everywhere=not is_panoptic)
+
+    pairs = []
+    for image_id, image in sorted(images.items(), key=lambda kv: str(kv[1]["file_name"])):
+        path = root / images_dir / str(image["file_name"])
+        if path.is_file():
+            pairs.append((Path(str(image["file_name"])).stem, path, image_id))
+    if not pairs:
+        tried.append(f"{images_dir} + {' + '.join(needed)} (none of the JSON's images)")
+        return None
+    layout = Layout(images_dir, str(wanted[0].relative_to(root)), "")
+    return Dataset(name, root, names, 255, _identity(255, 255), layout, has_background, pairs, reader=read)

@@ -10,6 +10,7 @@ resized (nearest) to it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +31,16 @@ def find_prediction(predictions: Path, key: str, image: Path, images_root: Path)
     return None
 
 
-def score_predictions(dataset: Dataset, predictions: str | os.PathLike) -> dict:
+def score_predictions(dataset: Dataset, predictions: str | os.PathLike,
+                      progress: Callable[[int], None] | None = None) -> dict:
+    """mIoU etc. of the label maps in `predictions`; `progress(images scored so far)` is called after each image."""
     predictions = Path(predictions)
     if not predictions.is_dir():
         raise FileNotFoundError(f"predictions directory {predictions} does not exist")
     cm = ConfusionMatrix(len(dataset.class_names), dataset.ignore_index)
     images_root = dataset.root / dataset.layout.images
     missing, resized = [], 0
-    for key, image, label_path in dataset:
+    for done, (key, image, label_path) in enumerate(dataset, 1):
         gt = dataset.label(label_path)
         found = find_prediction(predictions, key, image, images_root)
         if found is None:
@@ -50,6 +53,8 @@ def score_predictions(dataset: Dataset, predictions: str | os.PathLike) -> dict:
                 pred = np.asarray(Image.fromarray(pred.astype(np.int32)).resize(
                     (gt.shape[1], gt.shape[0]), Image.Resampling.NEAREST)).astype(np.int64)
         cm.update(pred, gt)
+        if progress is not None:
+            progress(done)
     summary = cm.summary(dataset.class_names)
     summary.update({"dataset": dataset.name, "images": len(dataset), "missing_predictions": len(missing),
                     "missing_examples": missing[:10], "resized_predictions": resized,

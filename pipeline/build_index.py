@@ -33,11 +33,13 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, TestOptions
 from transformers import AutoConfig
 
+from inference import coco
 from models.clip import describe_clip
 from models.presets import resolve_models
 from models.text import describe_text
 from models.visual import describe_visual
 from models.weights import WeightsUnavailable, load_pretrained
+from pipeline import progress
 from pipeline.command import UsageError, run_command, weights_error_of
 from pipeline.config import IndexJobConfig
 from pipeline.options import parse
@@ -47,6 +49,7 @@ from refset.index import build_index
 from transforms import writers
 from transforms.annotations import AnnotateImage, read_classes
 from transforms.captions import AttachCaptionLabels, CaptionerModelHandler, read_captions
+from transforms.coco import AnnotateCocoImage, ReadCategories, ReadCocoAnnotations, default_panoptic_dir
 from transforms.embed import VisualModelHandler
 from transforms.group_filter import GroupFilter, GroupFilterConfig
 from transforms.images import ReadImages, list_inputs
@@ -68,6 +71,9 @@ class RunPlan:
     group_filter: GroupFilterConfig
     model_info: dict  # what the manifest records about each model, read from configs (no weights loaded)
     class_names: tuple[str, ...] = ()
+    annotation_format: str = ""  # labelmaps | coco | coco_panoptic (annotations source)
+    panoptic_dir: str | None = None  # the panoptic PNGs (coco_panoptic)
+    images_todo: int = 0  # listed images outside the committed shards: the work of this run
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -78,9 +84,11 @@ def phase_a_fingerprint(config: IndexJobConfig) -> dict:
 
     Batch sizes and devices do not change results; numeric precision does, so it is part of the fingerprint.
     """
-    settings = {"label_source": config.label_source, "annotations": config.annotations,
+    settings = {"label_source": config.label_source, "annotations": annotations_setting(config),
                 "ignore_index": list(config.ignore_index), "captions": config.captions,
                 "max_side": config.read.max_side, "max_pixels": config.read.max_pixels}
+    if config.coco_annotations:  # (added only here, so the fingerprints of earlier runs stay valid)
+        settings.update(panoptic_dir=config.panoptic_dir, coco_crowd=config.coco_crowd)
     model_settings = dataclasses.asdict(config.models)
     model_settings.pop("cache_dir", None)
     for part in ("visual", "clip", "text", "captioner"):
@@ -101,7 +109,7 @@ def describe_models(config: IndexJobConfig) -> dict:
                                "max_masks": resolved.masker.max_masks,
                                **dataclasses.asdict(getattr(resolved.masker, resolved.masker.kind))}
         else:
-            infos["masker"] = {"kind": "annotations", "annotations": config.annotations,
+            infos["masker"] = {"kind": "annotations", "annotations": annotations_setting(config),
                                "ignore_index": list(config.ignore_index), "min_area": resolved.masker.min_area}
         if config.label_source == "captioner":
             load_pretrained(AutoConfig, resolved.captioner.model_id, resolved.captioner.revision, what="captioner")
@@ -116,6 +124,40 @@ def describe_models(config: IndexJobConfig) -> dict:
     return infos
 
 
+def annotations_setting(config: IndexJobConfig) -> str | list[str] | None:
+    """--annotations as recorded: the one path as a string (as before several COCO files were possible), else
+    the list."""
+    if not config.annotations:
+        return None
+    return config.annotations[0] if len(config.annotations) == 1 else list(config.annotations)
+
+
+def check_coco_annotations(config: IndexJobConfig) -> tuple[str, str | None]:
+    """(format, panoptic PNG directory) of the COCO JSON files, each read up to its first annotation."""
+    formats = []
+    for path in config.annotations:
+        if not storage.exists(path):
+            raise UsageError(f"--annotations {path} does not exist")
+        try:
+            with storage.filesystem(path).open(path, "rb") as f:
+                formats.append(coco.sniff_format(f))
+        except coco.CocoError as exc:
+            raise UsageError(f"--annotations {path} is no COCO annotations file: {exc}") from exc
+    annotation_format = formats[0]
+    if coco.PANOPTIC in formats and len(formats) > 1:
+        raise UsageError("a COCO panoptic file is used alone (it holds things and stuff); several --annotations "
+                         "files must all be instances/stuff files")
+    path = config.annotations[0]
+    if annotation_format != coco.PANOPTIC:
+        if config.panoptic_dir:
+            raise UsageError(f"--panoptic_dir given, but {path} holds instance annotations, not panoptic ones")
+        return annotation_format, None
+    panoptic_dir = config.panoptic_dir or default_panoptic_dir(path)
+    if not storage.exists(panoptic_dir):
+        raise UsageError(f"panoptic PNG directory {panoptic_dir} not found; pass --panoptic_dir")
+    return annotation_format, panoptic_dir
+
+
 def prepare(config: IndexJobConfig) -> RunPlan:
     """List the inputs, check the label source and the models, record the run, find committed shards."""
     output = config.output
@@ -127,9 +169,13 @@ def prepare(config: IndexJobConfig) -> RunPlan:
         raise UsageError(f"no input matched: {', '.join(config.inputs)} (no image files with extensions .jpg .png ...)")
 
     class_names: tuple[str, ...] = ()
+    annotation_format, panoptic_dir = "", None
     try:
-        if config.annotated:
-            class_names = tuple(read_classes(config.annotations))
+        if config.coco_annotations:
+            annotation_format, panoptic_dir = check_coco_annotations(config)
+        elif config.annotated:
+            annotation_format = "labelmaps"
+            class_names = tuple(read_classes(config.annotations[0]))
         elif config.label_source == "captions" and not read_captions(config.captions):
             raise UsageError(f"--captions {config.captions} holds no captions")
     except UsageError:
@@ -172,8 +218,10 @@ def prepare(config: IndexJobConfig) -> RunPlan:
     done = tuple(s for s in staging.done_shards(output) if s < num_shards)
     if done:
         log.info("resuming: %d of %d input shards already committed", len(done), num_shards)
+    images_todo = sum(1 for uri in uris if staging.shard_of(uri, num_shards) not in done) if done else len(uris)
     return RunPlan(output=output, num_images=len(uris), num_shards=num_shards, done_shards=done,
-                   group_filter=config.group_filter_for(len(uris)), model_info=model_info, class_names=class_names)
+                   group_filter=config.group_filter_for(len(uris)), model_info=model_info, class_names=class_names,
+                   annotation_format=annotation_format, panoptic_dir=panoptic_dir, images_todo=images_todo)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -199,9 +247,15 @@ def build_pipeline(p: beam.Pipeline, config: IndexJobConfig, plan: RunPlan) -> N
     # ---- Phase A: per image, skipped for committed shards -------------------------------------------------
     items = p | "Read" >> ReadImages(list(config.inputs), num_shards, plan.done_shards, config.read.max_side,
                                      config.read.max_pixels)
-    if config.annotated:  # the annotation's class regions are the segments, with their labels
+    if plan.annotation_format in (coco.INSTANCES, coco.PANOPTIC):  # each annotated region is a segment
+        files = list(config.annotations)
+        records = p | "ReadAnnotations" >> ReadCocoAnnotations(files)
         items = items | "Label" >> beam.ParDo(
-            AnnotateImage(config.annotations, list(plan.class_names), config.ignore_index, models.masker.min_area))
+            AnnotateCocoImage(plan.annotation_format, plan.panoptic_dir, config.coco_crowd, models.masker.min_area),
+            beam.pvalue.AsMultiMap(records), beam.pvalue.AsSingleton(p | "ReadCategories" >> ReadCategories(files)))
+    elif config.annotated:  # the annotation's class regions are the segments, with their labels
+        items = items | "Label" >> beam.ParDo(
+            AnnotateImage(config.annotations[0], list(plan.class_names), config.ignore_index, models.masker.min_area))
     else:
         items = items | "Mask" >> _run_inference(MaskerModelHandler, config, config.workers.mask_batch_size)
         if config.label_source == "captions":
@@ -210,6 +264,9 @@ def build_pipeline(p: beam.Pipeline, config: IndexJobConfig, plan: RunPlan) -> N
             items = items | "Label" >> _run_inference(CaptionerModelHandler, config, models.captioner.batch_size)
         items = items | "Pair" >> _run_inference(PairingModelHandler, config, config.workers.pairing_batch_size)
     items = items | "Embed" >> _run_inference(VisualModelHandler, config, models.visual.batch_size)
+    if config.progress:  # counts for the launcher's bar (pipeline.progress)
+        items = items | "Progress" >> beam.ParDo(progress.CountToFiles(progress_dir(output),
+                                                                       progress.poll_interval(output)))
     committed = items | "Commit" >> writers.Commit(output, config.annotated)
 
     # ---- Phase B: every committed shard (earlier runs' and this run's) -> filtering -> final outputs --------
@@ -293,8 +350,12 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
     elif counts["segments_kept"] == 0:
         index_info = {"skipped": "no segments were kept"}
     else:
-        index_info = build_index(plan.output, memory_budget=config.index.memory_budget,
-                                 recall_target=config.index.recall_target)
+        stages = progress.Stages("faiss", progress.FAISS_UNITS, enabled=config.progress)
+        try:
+            index_info = build_index(plan.output, memory_budget=config.index.memory_budget,
+                                     recall_target=config.index.recall_target, on_progress=stages)
+        finally:
+            stages.close()
     params = {
         "label_source": config.label_source,
         "inputs": list(config.inputs),
@@ -304,7 +365,10 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
         "max_pixels": config.read.max_pixels,
         "embedding_dtype": config.embedding_dtype,
         "group_filter": dataclasses.asdict(plan.group_filter),
-        "annotations": config.annotations,
+        "annotations": annotations_setting(config),
+        "annotation_format": plan.annotation_format or None,
+        "panoptic_dir": plan.panoptic_dir,
+        "coco_crowd": config.coco_crowd if config.coco_annotations else None,
         "ignore_index": list(config.ignore_index),
         "captions": config.captions,
     }
@@ -319,6 +383,11 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
     )
     storage.write_json(storage.join(plan.output, schema.MANIFEST), manifest)
     return manifest
+
+
+def progress_dir(output: str) -> str:
+    """Where the workers count processed images for the launcher's bar (removed after the pipeline)."""
+    return storage.join(output, staging.STAGING_DIR, "progress")
 
 
 def torch_threads_per_worker(requested: int, options: PipelineOptions) -> int:
@@ -340,14 +409,21 @@ def run_job(config: IndexJobConfig, beam_args: list[str] | None = None, save_mai
     options = PipelineOptions(list(beam_args or []), save_main_session=save_main_session)
     threads = torch_threads_per_worker(config.workers.torch_threads, options)
     config = dataclasses.replace(config, workers=dataclasses.replace(config.workers, torch_threads=threads))
+    counts = progress_dir(plan.output)
+    progress.remove_counts(counts)  # an interrupted run's counts are not this run's
+    dry_run = options.view_as(TestOptions).dry_run
+    bar = progress.Progress("indexing", plan.images_todo,
+                            enabled=config.progress and plan.images_todo > 0 and not dry_run)
     try:
-        with beam.Pipeline(options=options) as p:
-            build_pipeline(p, config, plan)
+        with progress.polled(bar, lambda: progress.sum_counts(counts), progress.poll_interval(plan.output)):
+            with beam.Pipeline(options=options) as p:
+                build_pipeline(p, config, plan)
+        progress.remove_counts(counts)
     except Exception as exc:
         if (line := weights_error_of(exc)) is not None:
             raise UsageError(line) from exc
         raise
-    if options.view_as(TestOptions).dry_run:  # Beam's --dry_run: graph built and validated, nothing ran
+    if dry_run:  # Beam's --dry_run: graph built and validated, nothing ran
         return {}
     return finish(config, plan, getattr(p, "result", None))
 

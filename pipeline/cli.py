@@ -1,7 +1,7 @@
 """`reme`: label images, evaluate on benchmarks, report on a reference set.
 
     reme label --index DIR (--classes "cat,dog,sky" | --classes-file F) INPUT OUTPUT [--overlay] [--runner ...]
-    reme evaluate --index DIR --dataset voc21 ROOT [--predictions DIR] [--json OUT]
+    reme evaluate --index DIR --dataset voc21 ROOT [--output DIR | --predictions DIR] [--json OUT]
     reme report --index DIR OUT.html
 
 Flags this program does not know go to Beam (e.g. --runner DataflowRunner --project P --region R
@@ -83,7 +83,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", required=True, choices=DATASETS)
     ev.add_argument("root", help="dataset root directory")
     ev.add_argument("--predictions", default=None, help="score the label maps in this directory (no model run)")
-    ev.add_argument("--output", default=None, help="where the labeller writes its maps (default: ROOT/../reme-<dataset>)")
+    ev.add_argument("--output", default=None, help="keep the labeller's maps in this directory (default: a temporary directory, removed "
+                         "afterwards; nothing is written in or beside the dataset)")
     ev.add_argument("--ignore_index", type=int, default=None, help="folder datasets: label value that is no class")
     ev.add_argument("--json", dest="json_out", default=None, help="also write the results as JSON here")
 
@@ -142,7 +143,7 @@ def cmd_evaluate(args, beam_args: list[str]) -> int:
         # The dataset's own class list replaces these placeholder names once the dataset is read.
         config = label_config(args, ["_"], output=args.output or "")
     result = evaluate_dataset(args.dataset, args.root, config, predictions=args.predictions,
-                              ignore_index=args.ignore_index, beam_args=beam_args)
+                              ignore_index=args.ignore_index, beam_args=beam_args, show_progress=not args.no_progress)
     print(format_table(result, title=f"{args.dataset}: {result['images']} images"))
     if args.json_out:
         storage.write_json(args.json_out, result)

@@ -99,8 +99,12 @@ class IndexJobConfig:
     inputs: tuple[str, ...]  # image files, globs or directories, local or gs://
     output: str  # the reference-set directory, local or gs://
     label_source: Literal["annotations", "captions", "captioner"] = "captions"
-    annotations: str | None = None  # annotations directory: images/ + labels/ + classes.txt
+    # one images/ + labels/ + classes.txt directory, or COCO JSON files: one panoptic file, or instances/stuff files
+    # (e.g. COCO-Stuff = instances_*.json for things + stuff_*.json for stuff)
+    annotations: tuple[str, ...] = ()
     ignore_index: tuple[int, ...] = ()  # label-map values that are no class
+    panoptic_dir: str | None = None  # COCO panoptic PNGs; default: the JSON's path without .json
+    coco_crowd: Literal["skip", "keep"] = "skip"  # COCO iscrowd regions (groups of objects): skipped or kept
     captions: str | None = None  # COCO captions JSON or JSONL
     overwrite: bool = False  # delete the output first (default: resume)
     num_shards: int = 0  # input shards; 0 = ceil(images / images_per_shard)
@@ -111,10 +115,17 @@ class IndexJobConfig:
     workers: WorkerConfig = field(default_factory=WorkerConfig)
     group_filter: GroupFilterConfig = field(default_factory=lambda: GroupFilterConfig(min_label_count=0))
     index: IndexBuildConfig = field(default_factory=IndexBuildConfig)
+    progress: bool = True  # progress bars on the launcher (images processed, then the FAISS stages)
 
     @property
     def annotated(self) -> bool:
         return self.label_source == "annotations"
+
+    @property
+    def coco_annotations(self) -> bool:
+        """--annotations names a COCO JSON (panoptic or instances/stuff, told apart by its content at launch)
+        rather than a label-map directory."""
+        return self.annotated and bool(self.annotations) and self.annotations[0].lower().endswith(".json")
 
     def validate(self) -> IndexJobConfig:
         """Check the settings before any work (UsageError, one line); returns self."""
@@ -127,16 +138,29 @@ class IndexJobConfig:
                 raise UsageError("--label_source annotations needs --annotations DIR (images/ labels/ classes.txt)")
             if self.captions:
                 raise UsageError("--captions conflicts with --label_source annotations")
+            if len({a.lower().endswith(".json") for a in self.annotations}) > 1 or (
+                    len(self.annotations) > 1 and not self.coco_annotations):
+                raise UsageError("--annotations takes one label-map directory, or COCO JSON files (repeatable)")
+            if self.coco_annotations and self.ignore_index:
+                raise UsageError("--ignore_index applies to label-map annotations, not to a COCO JSON")
+            if not self.coco_annotations and (self.panoptic_dir or self.coco_crowd != "skip"):
+                raise UsageError("--panoptic_dir and --coco_crowd apply to COCO JSON annotations (--annotations "
+                                 "FILE.json)")
         else:
             if self.ignore_index:
                 raise UsageError("--ignore_index only applies to --label_source annotations")
-            if self.annotations:
+            if self.annotations or self.panoptic_dir:
                 raise UsageError(f"--annotations conflicts with --label_source {self.label_source}")
         if self.label_source == "captions" and not self.captions:
             raise UsageError("--label_source captions needs --captions FILE (COCO captions JSON or JSONL)")
         if self.label_source == "captioner" and self.captions:
             raise UsageError("--captions conflicts with --label_source captioner (captions are generated)")
+        if self.coco_crowd not in ("skip", "keep"):
+            raise UsageError("--coco_crowd must be skip or keep")
         if not self.inputs:
+            if self.coco_annotations:
+                raise UsageError("--annotations FILE.json needs --input (the images it annotates, e.g. "
+                                 "coco/train2017)")
             raise UsageError("--input is required (file, glob or directory; repeatable)")
         if self.num_shards < 0 or self.images_per_shard < 1:
             raise UsageError("--num_shards must be >= 0 and --images_per_shard >= 1")

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from pipeline.progress import FAISS_UNITS, Stages
 from refset.index import CorruptIndex, build_index
 
 
@@ -32,6 +33,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    stages = Stages("faiss", FAISS_UNITS)
     try:
         info = build_index(
             args.reference,
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             held_out_queries=args.held_out_queries,
             seed=args.seed,
             index_key=args.index_key,
-            progress=True,
+            on_progress=stages,
         )
     except (ValueError, FileNotFoundError, CorruptIndex, RuntimeError) as e:
         print(
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        stages.close()
     summary = {
         key: info[key]
         for key in ("index_key", "n", "dim", "search_params", "recall_at_k", "qps", "build_seconds", "index_bytes")

@@ -18,23 +18,22 @@ import dataclasses
 import hashlib
 import logging
 import posixpath
-import threading
+import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io import fileio
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
-from tqdm import tqdm
 
 from inference import outputs
 from inference.datasets import ignore_value_for, load_dataset
 from inference.evaluate import score_predictions
 from models.config import ModelsConfig
 from models.presets import resolve_models
+from pipeline import progress
 from pipeline.command import UsageError
 from pipeline.config import LabelJobConfig, ModelChoices
 from refset import schema, storage
@@ -222,41 +221,17 @@ def build_label_pipeline(p: beam.Pipeline, job: LabelJob, todo: list[str]) -> No
     )
 
 
-class _Progress:
-    """A tqdm bar fed by counting finished label maps in OUTPUT: works for every runner and process layout."""
+def labelling_progress(job: LabelJob, todo: list[tuple[str, str]], enabled: bool):
+    """The labelling bar (pipeline.progress), fed by counting the finished label maps in OUTPUT: the same for every
+    runner and process layout."""
+    names = [n for _, n in todo]
 
-    def __init__(self, job: LabelJob, todo: list[tuple[str, str]], enabled: bool):
-        self.job, self.todo, self.enabled = job, todo, enabled and len(todo) > 0
-        self.stop = threading.Event()
-        self.thread = None
+    def count() -> int:
+        done = {posixpath.basename(p)[:-4] for p in storage.listdir(job.output) if p.endswith(".png")}
+        return sum(1 for n in names if n in done)
 
-    def _count(self) -> int:
-        done = {posixpath.basename(p)[:-4] for p in storage.listdir(self.job.output) if p.endswith(".png")}
-        return sum(1 for _, n in self.todo if n in done)
-
-    def _run(self):
-        interval = 0.5 if "://" not in self.job.output else 10.0
-        with tqdm(total=len(self.todo), desc="labelling", unit="img", leave=True) as bar:
-            while True:
-                stopped = self.stop.wait(interval)
-                try:
-                    bar.n = self._count()
-                    bar.refresh()
-                except Exception:  # noqa: BLE001 - progress is best effort
-                    pass
-                if stopped:
-                    return
-
-    def __enter__(self):
-        if self.enabled:
-            self.thread = threading.Thread(target=self._run, daemon=True)
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=30)
+    bar = progress.Progress("labelling", len(todo), enabled=enabled and len(todo) > 0)
+    return progress.polled(bar, count, progress.poll_interval(job.output))
 
 
 def run_job(job: LabelJob, beam_args: list[str] | None = None) -> dict:
@@ -268,7 +243,7 @@ def run_job(job: LabelJob, beam_args: list[str] | None = None) -> dict:
     start = time.perf_counter()
     if todo:
         options = PipelineOptions(list(beam_args or []), save_main_session=False)
-        with _Progress(job, todo, job.config.progress):
+        with labelling_progress(job, todo, job.config.progress):
             with beam.Pipeline(options=options) as p:
                 build_label_pipeline(p, job, [u for u, _ in todo])
     failures = []
@@ -296,22 +271,39 @@ def label(config: LabelJobConfig, beam_args: list[str] | None = None) -> dict:
 # reme evaluate: label a benchmark's images, then score them
 # ---------------------------------------------------------------------------------------------------------
 def evaluate_dataset(name: str, root: str, config: LabelJobConfig | None = None, predictions: str | None = None,
-                     ignore_index: int | None = None, beam_args=None) -> dict:
+                     ignore_index: int | None = None, beam_args=None, show_progress: bool = True) -> dict:
     """`reme evaluate`: label the dataset's images with `config` (its request's classes replaced by the dataset's
-    class list; its output defaulting to ROOT/../reme-<dataset>), unless `predictions` is given; then score."""
+    class list), unless `predictions` is given; then score.
+
+    The label maps go to `config.output` when set, otherwise to a temporary directory removed afterwards: nothing
+    is ever written inside or beside the dataset, which may be a read-only or shared mount.
+    """
     dataset = load_dataset(name, root, ignore_index)
     if predictions is not None:
-        return score_predictions(dataset, predictions)
+        return _score(dataset, predictions, show_progress)
     if config is None:
         raise ValueError("evaluate needs a labelling config (or predictions)")
+    if config.output:
+        return _label_and_score(dataset, config, config.output, beam_args)
+    with tempfile.TemporaryDirectory(prefix=f"reme-evaluate-{name}-") as scratch:
+        result = _label_and_score(dataset, config, scratch, beam_args)
+    result["predictions"] = None  # they were in the temporary directory, now removed (--output keeps them)
+    return result
+
+
+def _score(dataset, predictions: str, show_progress: bool) -> dict:
+    with progress.Progress("scoring", len(dataset), enabled=show_progress) as bar:
+        return score_predictions(dataset, predictions, progress=bar.set)
+
+
+def _label_and_score(dataset, config: LabelJobConfig, output: str, beam_args) -> dict:
     images_root = dataset.root / dataset.layout.images
-    output = config.output or str(Path(root).resolve().parent / f"reme-{name}")
     request = dataclasses.replace(config.request, class_names=tuple(dataset.class_names),
                                   ignore_value=ignore_value_for(len(dataset.class_names)))
     config = dataclasses.replace(config, inputs=(str(images_root),), output=output, request=request)
     # Exactly the benchmark's images (nested folders, split files), named relative to its image root.
     job = prepare_job(config, uris=[str(image) for _, image, _ in dataset])
     summary = run_job(job, beam_args)
-    result = score_predictions(dataset, job.output)
+    result = _score(dataset, job.output, config.progress)
     result["label_failures"] = summary["failed"]
     return result

@@ -72,7 +72,14 @@ def add_index_flags(parser: argparse.ArgumentParser) -> None:
         help="resize decoded images so the longest side is at most this (0 = keep)")
     # labels
     add("--label_source", choices=LABEL_SOURCES, default=IndexJobConfig.label_source)
-    add("--annotations", help="annotations directory: images/ + labels/ (label-map PNGs) + classes.txt")
+    add("--annotations", action="append", default=None,
+        help="annotations directory (images/ + labels/ label-map PNGs + classes.txt), or COCO JSON: one panoptic "
+             "file (with its PNG directory), or instances/stuff files, repeatable (COCO-Stuff: instances_*.json + "
+             "stuff_*.json)")
+    add("--panoptic_dir", default=None,
+        help="COCO panoptic PNG directory (default: the JSON's path without .json, as COCO ships it)")
+    add("--coco_crowd", choices=("skip", "keep"), default=IndexJobConfig.coco_crowd,
+        help="COCO crowd regions (iscrowd: a group of objects): skip them, or keep each as one segment")
     add("--ignore_index", type=int, action="append", default=None,
         help="label-map value(s) that are no class (repeatable), e.g. 255 for VOC, 0 for ADE20K, 11 for CamVid")
     add("--captions", help="COCO captions JSON or JSONL {\"image\": ..., \"caption\": ...}, matched by file name")
@@ -113,6 +120,7 @@ def add_index_flags(parser: argparse.ArgumentParser) -> None:
     add("--memory_budget", default=IndexBuildConfig.memory_budget, help="FAISS index memory budget, e.g. 2GB")
     add("--recall_target", type=float, default=IndexBuildConfig.recall_target)
     add("--skip_index", action="store_true", help="write the shards and manifest but no FAISS index")
+    add("--no_progress", action="store_true", help="no progress bars (images processed, FAISS stages)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -168,14 +176,18 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
 def index_config(args: argparse.Namespace) -> IndexJobConfig:
     """Flags -> the typed job configuration (not yet validated)."""
     inputs = args.input
-    if not inputs and args.label_source == "annotations" and args.annotations:
-        inputs = [storage.join(args.annotations, "images")]
+    annotations = tuple(args.annotations or ())
+    if not inputs and args.label_source == "annotations" and len(annotations) == 1 \
+            and not annotations[0].lower().endswith(".json"):
+        inputs = [storage.join(annotations[0], "images")]
     return IndexJobConfig(
         inputs=tuple(inputs or ()),
         output=(args.output or "").rstrip("/"),
         label_source=args.label_source,
-        annotations=args.annotations,
+        annotations=annotations,
         ignore_index=tuple(args.ignore_index or ()),
+        panoptic_dir=args.panoptic_dir,
+        coco_crowd=args.coco_crowd,
         captions=args.captions,
         overwrite=args.overwrite,
         num_shards=args.num_shards,
@@ -188,6 +200,7 @@ def index_config(args: argparse.Namespace) -> IndexJobConfig:
                                        min_label_count=args.min_label_count),
         index=IndexBuildConfig(memory_budget=args.memory_budget, recall_target=args.recall_target,
                                skip=args.skip_index),
+        progress=not args.no_progress,
     )
 
 

@@ -50,6 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -541,11 +542,14 @@ def build_index(
     seed: int = 0,
     index_key: str | None = None,
     progress: bool = False,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Build <reference_dir>/index/ from the segment shards; returns the index info (also written as JSON).
 
     `index_key` overrides the chooser (any faiss.index_factory string; the search parameter is then inferred).
+    `on_progress(stage, done, total)` is told how the stages "train", "add" (vectors) and "tune" advance.
     """
+    step = on_progress or (lambda stage, done, total: None)
     if not 0.0 < recall_target <= 1.0:
         raise ValueError(f"recall_target must be in (0, 1], got {recall_target}")
     if k < 1 or held_out_queries < 1:
@@ -571,6 +575,7 @@ def build_index(
     index = faiss.index_factory(dim, plan.key, faiss.METRIC_INNER_PRODUCT)
     t0 = time.perf_counter()
     if plan.train_size:
+        step("train", 0, 1)
         _train(index, np.ascontiguousarray(sample[np.searchsorted(wanted, train_pos)]), seed)
     assigner = _grouped_assigner(index, seed)
     agreement = None
@@ -580,6 +585,8 @@ def build_index(
         agreement = round(float((assigner.assign(check) == exact_lists[:, 0]).mean()), 4)
     del sample
     train_seconds = time.perf_counter() - t0
+    if plan.train_size:
+        step("train", 1, 1)
     log(f"trained in {train_seconds:.1f}s")
 
     # Add shard by shard; the exact neighbours of the queries come from the same pass (no second read).
@@ -612,6 +619,7 @@ def build_index(
             )
         )
         log(f"added {shard.name} ({shard.start + shard.rows}/{n})")
+        step("add", shard.start + shard.rows, n)
     heap.finalize()
     add_seconds = time.perf_counter() - t0
     if index.ntotal != n:
@@ -619,7 +627,9 @@ def build_index(
     exact = _drop_self(heap.I, query_pos, k)
 
     t0 = time.perf_counter()
+    step("tune", 0, 1)
     params, curve = tune(index, plan, queries, query_pos, exact, recall_target, k)
+    step("tune", 1, 1)
     tune_seconds = time.perf_counter() - t0
     chosen = next((p for p in curve if all(p.get(a) == b for a, b in params.items())), curve[-1])
     log(f"tuned {params or 'exact'}: recall@{k}={chosen['recall']} qps={chosen['qps']}")

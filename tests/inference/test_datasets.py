@@ -123,3 +123,119 @@ def test_no_pairs_is_a_one_line_error(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(D.DatasetError, match="unknown dataset"):
         D.load_dataset("imagenet", tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# COCO's own JSON layouts: the maps a benchmark should score against, written out from the generator's regions
+# ---------------------------------------------------------------------------------------------------------
+# Train ids by hand: COCO id - 1 - (COCO's unused ids below it): person 1 -> 0, dog 18 -> 16 (12 unused),
+# grass 124 -> 112 and sky-other 157 -> 145 (11 unused ids below each).
+STUFF_IDS = {"person": 0, "dog": 16, "grass": 112, "sky": 145}
+OBJECT_IDS = {"person": 1, "dog": 17}
+
+
+@pytest.fixture()
+def coco_root(tmp_path):
+    from tests.support.coco import make_coco
+
+    return make_coco(tmp_path / "coco", n_images=2, split="val2017")
+
+
+def expected_map(world, name: str, benchmark: str, panoptic: bool = False) -> np.ndarray:
+    from tests.support.coco import HEIGHT, WIDTH
+
+    base = 0 if benchmark == "coco-object" and not panoptic else 255
+    label = np.full((HEIGHT, WIDTH), base, dtype=np.int64)
+    for region, mask in world.regions[name]:
+        if region.kind == "crowd":
+            label[mask] = 255
+        elif benchmark == "coco-stuff":
+            label[mask] = STUFF_IDS[region.label]
+        else:
+            label[mask] = OBJECT_IDS.get(region.label, 0)  # stuff is background
+    if panoptic:
+        label[HEIGHT - 1, :] = 255  # the panoptic PNGs leave the bottom row unlabelled
+    return label
+
+
+def test_coco_stuff_names_match_the_generators_ids():
+    assert [D.COCO_STUFF_CLASSES[STUFF_IDS[n]] for n in ("person", "dog", "grass", "sky")] == [
+        "person", "dog", "grass", "sky-other"]
+    assert [D.COCO_OBJECT_CLASSES[OBJECT_IDS[n]] for n in ("person", "dog")] == ["person", "dog"]
+
+
+def test_coco_stuff_from_instances_and_stuff_json(coco_root):
+    ds = D.load_dataset("coco-stuff", coco_root.root)
+    assert len(ds) == 2 and ds.layout.images == "val2017" and not ds.has_background
+    for key, image, ref in ds:
+        assert image.name == key + ".jpg"
+        np.testing.assert_array_equal(ds.label(ref), expected_map(coco_root, image.name, "coco-stuff"))
+
+
+def test_coco_object_from_instances_json_and_from_panoptic(coco_root):
+    ds = D.load_dataset("coco-object", coco_root.root)
+    assert ds.has_background and ds.layout.labels == "annotations/instances_val2017.json"
+    for _, image, ref in ds:
+        np.testing.assert_array_equal(ds.label(ref), expected_map(coco_root, image.name, "coco-object"))
+    coco_root.instances.unlink()  # only the panoptic files left
+    ds = D.load_dataset("coco-object", coco_root.root)
+    assert ds.layout.labels == "annotations/panoptic_val2017.json"
+    for _, image, ref in ds:
+        np.testing.assert_array_equal(ds.label(ref), expected_map(coco_root, image.name, "coco-object", True))
+
+
+def test_coco_stuff_needs_both_json_files(coco_root):
+    coco_root.stuff.unlink()
+    with pytest.raises(D.DatasetError, match="stuff_val2017.json") as err:
+        D.load_dataset("coco-stuff", coco_root.root)
+    assert "\n" not in str(err.value)
+
+
+def test_coco_json_with_foreign_category_ids_is_refused(coco_root):
+    import json
+
+    doc = json.loads(coco_root.instances.read_text())
+    doc["categories"][1]["name"] = "cat"  # id 18 is COCO's dog
+    coco_root.instances.write_text(json.dumps(doc))
+    with pytest.raises(D.DatasetError, match="category 18 is 'cat', COCO's is 'dog'"):
+        D.load_dataset("coco-object", coco_root.root)
+
+
+def test_small_things_stay_visible_on_larger_ones():
+    from inference.coco import Region
+
+    big, small = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    big[:, :] = True
+    small[1:3, 1:3] = True
+    # listed small first: painting in file order would hide it under the big one
+    label = D.coco_object_label([Region(18, False, small), Region(1, False, big)], 4, 4, background_everywhere=True)
+    assert label.tolist() == [[1, 1, 1, 1], [1, 17, 17, 1], [1, 17, 17, 1], [1, 1, 1, 1]]
+
+
+def test_evaluate_scores_maps_against_coco_json(coco_root, tmp_path, capsys):
+    """`reme evaluate --dataset coco-stuff ROOT --predictions DIR` on the JSON layout: the true maps score 100,
+    a map with the dog called a person loses exactly the dog."""
+    import json
+
+    from PIL import Image
+
+    from pipeline import cli
+
+    perfect, wrong = tmp_path / "perfect", tmp_path / "wrong"
+    for directory in (perfect, wrong):
+        directory.mkdir()
+    for name in coco_root.regions:
+        truth = expected_map(coco_root, name, "coco-stuff")
+        Image.fromarray(truth.astype(np.uint8)).save(perfect / name.replace(".jpg", ".png"))
+        Image.fromarray(np.where(truth == STUFF_IDS["dog"], STUFF_IDS["person"], truth).astype(np.uint8)).save(
+            wrong / name.replace(".jpg", ".png"))
+    scores = {}
+    for directory in (perfect, wrong):
+        out = tmp_path / f"{directory.name}.json"
+        assert cli.main(["evaluate", "--dataset", "coco-stuff", str(coco_root.root), "--predictions", str(directory),
+                         "--json", str(out), "--no_progress"]) == 0
+        scores[directory.name] = json.loads(out.read_text())
+    assert scores["perfect"]["mIoU"] == 100.0 and scores["perfect"]["missing_predictions"] == 0
+    per_class = scores["wrong"]["per_class_iou"]
+    assert per_class["dog"] == 0.0 and per_class["sky-other"] == 100.0 and per_class["grass"] == 100.0
+    assert 0 < per_class["person"] < 100.0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +93,70 @@ def test_evaluate_runs_the_labeller_with_the_prototype_strategy(built, capsys):
     result = json.loads(result_json.read_text())
     print("prototype strategy mIoU:", result["mIoU"])
     assert result["mIoU"] >= 85.0, result
+
+
+def test_progress_off_a_terminal_is_single_lines(built, tmp_path, capfd):
+    """`reme label` and `reme evaluate` under CI (stderr is no terminal): a start line and an end line per stage,
+    no carriage returns, no count twice."""
+    _, ref, test = built
+    out = tmp_path / "out"
+    capfd.readouterr()
+    assert _label(["label", "--index", str(ref), "--classes", ",".join(CLASSES), str(test / "images"), str(out)]) == 0
+    assert _label(["evaluate", "--index", str(ref), "--dataset", "folder", str(test), "--predictions", str(out)]) == 0
+    err = capfd.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith(("labelling:", "scoring:"))]
+    assert len(lines) == 4 and len(set(lines)) == 4, err
+    assert lines[0] == "labelling: 0/4 images (0.0%)" and lines[2] == "scoring: 0/4 images (0.0%)"
+    assert re.fullmatch(r"labelling: 4/4 images \(100\.0%\), [\d.,]+ img/s, done in \d+s", lines[1]), lines
+    assert re.fullmatch(r"scoring: 4/4 images \(100\.0%\), [\d.,]+ img/s, done in \d+s", lines[3]), lines
+
+
+def tree_state(top: Path) -> dict:
+    """Every entry under `top` (and `top` itself): kind, size, mode, mtime. Tests run as root, where a read-only
+    mode does not stop writes, so a write is detected by comparing states, not by an error."""
+    state = {}
+    for path in [top, *sorted(top.rglob("*"))]:
+        st = path.lstat()
+        state[str(path.relative_to(top))] = (path.is_dir(), st.st_size, st.st_mode, st.st_mtime_ns)
+    return state
+
+
+def set_tree_writable(top: Path, writable: bool) -> None:
+    for path in [top, *top.rglob("*")]:
+        mode = (0o755 if path.is_dir() else 0o644) if writable else (0o555 if path.is_dir() else 0o444)
+        path.chmod(mode)
+
+
+def test_evaluate_writes_nothing_in_or_beside_a_read_only_dataset(built, tmp_path, monkeypatch):
+    """Without --output the maps go to a temporary directory that is removed; with it, only there."""
+    _, ref, test = built
+    mount = tmp_path / "mount"  # the dataset's parent: nothing may appear beside the dataset either
+    dataset = mount / "scenes"
+    shutil.copytree(test, dataset)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where TemporaryDirectory goes, for this test
+    set_tree_writable(mount, False)
+    before = tree_state(mount)
+    try:
+        result_json = tmp_path / "r.json"
+        assert _label(["evaluate", "--index", str(ref), "--dataset", "folder", str(dataset), "--json",
+                       str(result_json), "--no_progress"]) == 0
+        assert tree_state(mount) == before
+        result = json.loads(result_json.read_text())
+        assert result["images"] == 4 and result["missing_predictions"] == 0 and result["mIoU"] >= 85.0, result
+        assert result["predictions"] is None
+        assert not [p.name for p in scratch.iterdir() if p.name.startswith("reme-evaluate-")]
+
+        kept = tmp_path / "maps"
+        assert _label(["evaluate", "--index", str(ref), "--dataset", "folder", str(dataset), "--output", str(kept),
+                       "--json", str(result_json), "--no_progress"]) == 0
+        assert tree_state(mount) == before
+        assert sorted(p.name for p in kept.glob("img*.png")) == [f"img{i:03d}.png" for i in range(4)]
+        assert json.loads(result_json.read_text())["predictions"] == str(kept)
+    finally:
+        set_tree_writable(mount, True)
 
 
 def test_synonyms_with_the_real_minilm_text_encoder(tmp_path, tiny_models, capsys):
