@@ -71,7 +71,7 @@ def coco_spec(n_images: int, n_captions: int, seed: int = 0, file_names: dict[in
     rng = np.random.default_rng(seed)
     fixed = dict(file_names or {})
     texts = dict(texts or {})
-    pool = np.setdiff1d(np.arange(1, 600_000), np.array(list(fixed), dtype=np.int64))
+    pool = np.setdiff1d(np.arange(1, max(600_000, 2 * n_images)), np.array(list(fixed), dtype=np.int64))
     ids = [*fixed, *(int(i) for i in rng.choice(pool, n_images - len(fixed), replace=False))]
     counts = np.zeros(n_images, dtype=np.int64)
     generated = np.array([i not in uncaptioned and i not in texts for i in ids])
