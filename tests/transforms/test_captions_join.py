@@ -3,6 +3,7 @@ input image exactly its own captions; what does not join is counted; JSONL is re
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import apache_beam as beam
@@ -14,7 +15,7 @@ from PIL import Image
 
 from refset.staging import shard_of
 from tests.support.coco_captions import COCO_KEY_ORDER, coco_spec, write_coco_captions, write_jsonl_captions
-from transforms.captions import COCO, JSONL, ReadCaptionedImages, StreamCocoCaptions, caption_key
+from transforms.captions import COCO, JSONL, ReadCaptionedImages, StreamCocoCaptions, caption_key, sniff_captions
 
 SHUFFLED_KEYS = ("images", "annotations", "info", "licenses")[::-1]
 NUM_SHARDS = 4
@@ -124,3 +125,16 @@ def test_coco_is_streamed_by_one_step_and_joined_by_id_in_the_graph(tmp_path):
     assert any(isinstance(getattr(t, "fn", None), StreamCocoCaptions) for t in steps)
     assert sum(isinstance(t, beam.CoGroupByKey) for t in steps) == 2  # by image id, then by file name
     assert not any(isinstance(t, ReadFromText) for t in steps)
+
+
+@pytest.mark.parametrize("fmt", [COCO, JSONL])
+def test_gzipped_captions_are_recognised_and_joined(tmp_path, fmt):
+    """A .gz captions file: the launcher sniffs the decompressed head, the graph decompresses as it reads."""
+    spec, images, expected, _ = world(tmp_path)
+    plain = (write_coco_captions(tmp_path / "c.json", spec) if fmt == COCO
+             else write_jsonl_captions(tmp_path / "c.jsonl", spec))
+    packed = plain.with_name(plain.name + ".gz")
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert sniff_captions(str(packed)) == fmt
+    counters = join(images, packed, fmt, expected)
+    assert counters["images_read"] == len(expected)
