@@ -28,6 +28,7 @@ INSTALL_REQUIRES = [
     "scikit-image>=0.24",
     "pillow>=10.3",
     "lemminflect>=0.2.3",
+    "ijson>=3.3",  # streams COCO captions JSON of any size (transforms/captions.py)
     "tqdm>=4.66",
 ]
 

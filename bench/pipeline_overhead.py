@@ -64,7 +64,7 @@ def plain_loop(data: Path, output: Path, cache: str, max_side: int) -> dict:
     from models.presets import resolve_models
     from pipeline.options import build_parser, models_config, validate
     from refset import schema, staging, storage
-    from transforms.captions import caption_key, labels_from_captions, read_captions
+    from transforms.captions import caption_key, read_captions, union_labels
     from transforms.embed import PairingModelHandler, VisualModelHandler
     from transforms.group_filter import GroupFilterConfig, filter_group
     from transforms.images import list_inputs
@@ -88,7 +88,7 @@ def plain_loop(data: Path, output: Path, cache: str, max_side: int) -> dict:
     masker = timed("load_models", masker_h.load_model)
     visual = timed("load_models", visual_h.load_model)
     pairing = timed("load_models", pairing_h.load_model)
-    from models.nlp import labels_from_caption
+    from models.nlp import labels_from_captions
 
     captions = read_captions(args.captions)
     uris = list_inputs(args.input)
@@ -98,7 +98,7 @@ def plain_loop(data: Path, output: Path, cache: str, max_side: int) -> dict:
         item = {"uri": uri, "shard": 0, "failure": None, "image": image, "height": image.shape[0],
                 "width": image.shape[1]}
         (item,) = timed("mask", masker_h.run_inference, [item], masker)
-        item["labels"] = labels_from_captions(captions.get(caption_key(uri), []), labels_from_caption)
+        item["labels"] = union_labels(labels_from_captions(captions.get(caption_key(uri), [])))
         items.append(item)
     embedded = []
     for start in range(0, len(items), 8):

@@ -48,7 +48,14 @@ from refset import schema, staging, storage
 from refset.index import build_index
 from transforms import writers
 from transforms.annotations import AnnotateImage, read_classes
-from transforms.captions import AttachCaptionLabels, CaptionerModelHandler, read_captions
+from transforms.captions import (
+    CAPTION_LABEL_BATCH,
+    CaptionerModelHandler,
+    CaptionLabelsHandler,
+    ReadCaptionedImages,
+    captions_identity,
+    sniff_captions,
+)
 from transforms.coco import AnnotateCocoImage, ReadCategories, ReadCocoAnnotations, default_panoptic_dir
 from transforms.embed import VisualModelHandler
 from transforms.group_filter import GroupFilter, GroupFilterConfig
@@ -74,6 +81,7 @@ class RunPlan:
     annotation_format: str = ""  # labelmaps | coco | coco_panoptic (annotations source)
     panoptic_dir: str | None = None  # the panoptic PNGs (coco_panoptic)
     images_todo: int = 0  # listed images outside the committed shards: the work of this run
+    captions_format: str | None = None  # "coco" or "jsonl", from the captions file's first bytes
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -83,12 +91,15 @@ def phase_a_fingerprint(config: IndexJobConfig) -> dict:
     """Everything that changes what phase A computes: a resumed run must match the run it resumes.
 
     Batch sizes and devices do not change results; numeric precision does, so it is part of the fingerprint.
+    A captions file is identified by its content, read boundedly (transforms.captions.captions_identity).
     """
     settings = {"label_source": config.label_source, "annotations": annotations_setting(config),
                 "ignore_index": list(config.ignore_index), "captions": config.captions,
                 "max_side": config.read.max_side, "max_pixels": config.read.max_pixels}
     if config.coco_annotations:  # (added only here, so the fingerprints of earlier runs stay valid)
         settings.update(panoptic_dir=config.panoptic_dir, coco_crowd=config.coco_crowd)
+    if config.label_source == "captions" and config.captions:
+        settings["captions_file"] = captions_identity(config.captions)
     model_settings = dataclasses.asdict(config.models)
     model_settings.pop("cache_dir", None)
     for part in ("visual", "clip", "text", "captioner"):
@@ -169,18 +180,20 @@ def prepare(config: IndexJobConfig) -> RunPlan:
         raise UsageError(f"no input matched: {', '.join(config.inputs)} (no image files with extensions .jpg .png ...)")
 
     class_names: tuple[str, ...] = ()
-    annotation_format, panoptic_dir = "", None
+    annotation_format, panoptic_dir, captions_format = "", None, None
     try:
         if config.coco_annotations:
             annotation_format, panoptic_dir = check_coco_annotations(config)
         elif config.annotated:
             annotation_format = "labelmaps"
             class_names = tuple(read_classes(config.annotations[0]))
-        elif config.label_source == "captions" and not read_captions(config.captions):
-            raise UsageError(f"--captions {config.captions} holds no captions")
+        elif config.label_source == "captions":  # the first 64 KiB tell the format; the graph reads the rest
+            captions_format = sniff_captions(config.captions)
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - unreadable or malformed label source, in one line
+        if isinstance(exc, ValueError) and config.label_source == "captions":
+            raise UsageError(f"--captions {config.captions} {exc}") from exc  # "... is empty", "... is not JSONL"
         raise UsageError(f"cannot read labels source: {type(exc).__name__}: {exc}") from exc
 
     model_info = describe_models(config)
@@ -221,7 +234,8 @@ def prepare(config: IndexJobConfig) -> RunPlan:
     images_todo = sum(1 for uri in uris if staging.shard_of(uri, num_shards) not in done) if done else len(uris)
     return RunPlan(output=output, num_images=len(uris), num_shards=num_shards, done_shards=done,
                    group_filter=config.group_filter_for(len(uris)), model_info=model_info, class_names=class_names,
-                   annotation_format=annotation_format, panoptic_dir=panoptic_dir, images_todo=images_todo)
+                   annotation_format=annotation_format, panoptic_dir=panoptic_dir, images_todo=images_todo,
+                   captions_format=captions_format)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -245,8 +259,13 @@ def build_pipeline(p: beam.Pipeline, config: IndexJobConfig, plan: RunPlan) -> N
     output, num_shards, models = plan.output, plan.num_shards, config.models
 
     # ---- Phase A: per image, skipped for committed shards -------------------------------------------------
-    items = p | "Read" >> ReadImages(list(config.inputs), num_shards, plan.done_shards, config.read.max_side,
-                                     config.read.max_pixels)
+    if config.label_source == "captions":  # captions join their images by file name before any decoding
+        items = p | "Read" >> ReadCaptionedImages(list(config.inputs), config.captions, plan.captions_format,
+                                                  num_shards, plan.done_shards, config.read.max_side,
+                                                  config.read.max_pixels)
+    else:
+        items = p | "Read" >> ReadImages(list(config.inputs), num_shards, plan.done_shards, config.read.max_side,
+                                         config.read.max_pixels)
     if plan.annotation_format in (coco.INSTANCES, coco.PANOPTIC):  # each annotated region is a segment
         files = list(config.annotations)
         records = p | "ReadAnnotations" >> ReadCocoAnnotations(files)
@@ -259,7 +278,7 @@ def build_pipeline(p: beam.Pipeline, config: IndexJobConfig, plan: RunPlan) -> N
     else:
         items = items | "Mask" >> _run_inference(MaskerModelHandler, config, config.workers.mask_batch_size)
         if config.label_source == "captions":
-            items = items | "Label" >> beam.ParDo(AttachCaptionLabels(config.captions))
+            items = items | "Label" >> _run_inference(CaptionLabelsHandler, config, CAPTION_LABEL_BATCH)
         else:
             items = items | "Label" >> _run_inference(CaptionerModelHandler, config, models.captioner.batch_size)
         items = items | "Pair" >> _run_inference(PairingModelHandler, config, config.workers.pairing_batch_size)
@@ -371,6 +390,7 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
         "coco_crowd": config.coco_crowd if config.coco_annotations else None,
         "ignore_index": list(config.ignore_index),
         "captions": config.captions,
+        "captions_format": plan.captions_format,
     }
     manifest = manifest_lib.build_manifest(
         plan.output,
@@ -449,6 +469,20 @@ def main(argv=None) -> None:
           f"{counts['labels']} labels from {counts['images_in']} images ({counts['images_failed']} failed); "
           f"dropped {counts['dropped_by_reason']}; index {index.get('index_key', index.get('key', index))}",
           file=sys.stderr)
+    if (line := captions_summary(manifest)) is not None:
+        print(line, file=sys.stderr)
+
+
+def captions_summary(manifest: dict) -> str | None:
+    """The run summary's captions line: what the join by file name left out (Beam counters), or None."""
+    if manifest.get("params", {}).get("label_source") != "captions":
+        return None
+    metrics = manifest.get("run_metrics") or {}
+    return (f"captions: {metrics.get('images_without_caption', 0)} images without a caption (unlabelled); "
+            f"{metrics.get('captions_without_image', 0)} captions of "
+            f"{metrics.get('captioned_names_without_image', 0)} file names not among the inputs; "
+            f"{metrics.get('captions_unknown_image_id', 0)} with an image id the COCO images list lacks; "
+            f"{metrics.get('caption_records_malformed', 0)} malformed records skipped")
 
 
 if __name__ == "__main__":

@@ -85,17 +85,39 @@ class DecodeImage(beam.DoFn):
         yield item
 
 
+class MatchImages(beam.PTransform):
+    """Input patterns -> the FileMetadata of every matching image file, once each (no file is opened).
+
+    Matching happens in the pipeline (fileio.MatchAll), so millions of inputs never sit in the job graph.
+    """
+
+    def __init__(self, patterns: list[str]):
+        super().__init__()
+        self.patterns = [expand_input(p) for p in patterns]
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Patterns" >> beam.Create(self.patterns)
+            | "Match" >> fileio.MatchAll(empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
+            | "ImagesOnly" >> beam.Filter(lambda metadata: is_image_path(metadata.path))
+            # Overlapping patterns may match a file twice: keep one metadata per path (no re-match later).
+            | "KeyByPath" >> beam.Map(lambda metadata: (metadata.path, metadata))
+            | "Distinct" >> beam.CombinePerKey(lambda many: min(many, key=lambda m: m.path))
+            | "Metadata" >> beam.Values()
+        )
+
+
 class ReadImages(beam.PTransform):
     """Input patterns -> decoded image items, skipping shards already committed by an earlier run.
 
-    Matching happens in the pipeline (fileio.MatchAll), so millions of inputs never sit in the job graph;
     Reshuffle after matching spreads the reads over workers instead of leaving them on the matcher.
     """
 
     def __init__(self, patterns: list[str], num_shards: int, done_shards=(), max_side: int = 0,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
         super().__init__()
-        self.patterns = [expand_input(p) for p in patterns]
+        self.patterns = list(patterns)
         self.num_shards, self.done = num_shards, frozenset(done_shards)
         self.max_side, self.max_pixels = max_side, max_pixels
 
@@ -103,14 +125,8 @@ class ReadImages(beam.PTransform):
         num_shards, done = self.num_shards, self.done
         return (
             pbegin
-            | "Patterns" >> beam.Create(self.patterns)
-            | "Match" >> fileio.MatchAll(empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
-            | "ImagesOnly" >> beam.Filter(lambda metadata: is_image_path(metadata.path))
+            | "MatchImages" >> MatchImages(self.patterns)
             | "SkipDoneShards" >> beam.Filter(lambda metadata: shard_of(metadata.path, num_shards) not in done)
-            # Overlapping patterns may match a file twice: keep one metadata per path (no re-match later).
-            | "KeyByPath" >> beam.Map(lambda metadata: (metadata.path, metadata))
-            | "Distinct" >> beam.CombinePerKey(lambda many: min(many, key=lambda m: m.path))
-            | "Metadata" >> beam.Values()
             | "Reshuffle" >> beam.Reshuffle()
             | "ReadMatches" >> fileio.ReadMatches()
             | "Decode" >> beam.ParDo(DecodeImage(num_shards, self.max_side, self.max_pixels))
