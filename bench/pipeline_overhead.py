@@ -56,24 +56,24 @@ def job_argv(data: Path, output: Path, cache: str, max_side: int) -> list[str]:
 
 
 def plain_loop(data: Path, output: Path, cache: str, max_side: int) -> dict:
-    """The same stages as the job, in one process, no Beam: decode, mask, labels, embed, pair, filter, write."""
+    """The same steps as the job, in one process, no Beam: Read, Mask, Label, Pair, Embed, Filter, Write."""
     import numpy as np
 
-    from models.config import ModelsConfig
     from models.images import decode_image
+    from models.nlp import labels_from_captions
     from models.presets import resolve_models
-    from pipeline.options import build_parser, models_config, validate
+    from pipeline.options import parse
     from refset import schema, staging, storage
     from transforms.captions import caption_key, read_captions, union_labels
-    from transforms.embed import PairingModelHandler, VisualModelHandler
-    from transforms.group_filter import GroupFilterConfig, filter_group
+    from transforms.embed import VisualModelHandler
+    from transforms.group_filter import filter_group
     from transforms.images import list_inputs
     from transforms.masks import MaskerModelHandler
-    from transforms.pairing import image_results
+    from transforms.pairing import PairingModelHandler
+    from transforms.records import staging_rows
 
-    parser = build_parser()
-    args = validate(parser.parse_args(job_argv(data, output, cache, max_side)), parser)
-    models: ModelsConfig = models_config(args)
+    config, _ = parse(job_argv(data, output, cache, max_side))
+    models = config.models
     timings: dict[str, float] = {}
 
     def timed(stage, fn, *a):
@@ -88,13 +88,12 @@ def plain_loop(data: Path, output: Path, cache: str, max_side: int) -> dict:
     masker = timed("load_models", masker_h.load_model)
     visual = timed("load_models", visual_h.load_model)
     pairing = timed("load_models", pairing_h.load_model)
-    from models.nlp import labels_from_captions
 
-    captions = read_captions(args.captions)
-    uris = list_inputs(args.input)
+    captions = read_captions(config.captions)
+    uris = list_inputs(list(config.inputs))
     items = []
     for uri in uris:
-        image = timed("decode", lambda u: decode_image(storage.read_bytes(u), args.max_side), uri)
+        image = timed("decode", lambda u: decode_image(storage.read_bytes(u), config.read.max_side), uri)
         item = {"uri": uri, "shard": 0, "failure": None, "image": image, "height": image.shape[0],
                 "width": image.shape[1]}
         (item,) = timed("mask", masker_h.run_inference, [item], masker)
@@ -102,16 +101,16 @@ def plain_loop(data: Path, output: Path, cache: str, max_side: int) -> dict:
         items.append(item)
     embedded = []
     for start in range(0, len(items), 8):
-        batch = timed("visual", visual_h.run_inference, items[start:start + 8], visual)
-        embedded += timed("clip_pairing", pairing_h.run_inference, batch, pairing)
-    results = [timed("pair", image_results, item, False) for item in embedded]
+        batch = timed("clip_pairing", pairing_h.run_inference, items[start:start + 8], pairing)
+        embedded += timed("visual", visual_h.run_inference, batch, visual)
+    results = [timed("stage_rows", staging_rows, item, False) for item in embedded]
     pairs = [row for r in results for row in r["pairs"]]
     t0 = time.perf_counter()
-    config = GroupFilterConfig(min_label_count=2)
+    group_filter = config.group_filter_for(len(uris))
     kept = []
     for label in sorted({r["label"] for r in pairs}):
         group = [r for r in pairs if r["label"] == label]
-        quality, reasons = filter_group(np.stack([r["visual_embedding"] for r in group]), config)
+        quality, reasons = filter_group(np.stack([r["visual_embedding"] for r in group]), group_filter)
         kept += [{**r, "quality": float(q), "label_id": 0} for r, q, why in zip(group, quality, reasons, strict=True)
                  if not why]
     timings["group_filter"] = time.perf_counter() - t0
