@@ -19,17 +19,11 @@ from tests.inference.scenes import CLASSES, make_scenes, read_scene
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_models):
-    """A reference set built by the real index job (annotations source, tiny random encoders)."""
-    from pipeline.build_index import run
-
+def built(scene_index, tmp_path_factory):
+    """A reference set built by the real index job (annotations source, tiny random encoders), and test scenes."""
+    _, ref = scene_index
     root = tmp_path_factory.mktemp("e2e")
-    train = make_scenes(root / "train", 12, seed=0)
     test = make_scenes(root / "test", 4, seed=1)
-    ref = root / "ref"
-    run(["--label_source", "annotations", "--annotations", str(train), "--output", str(ref),
-         "--preset", "tiny-random", "--cache_dir", tiny_models.cache_dir, "--min_label_count", "1"],
-        save_main_session=False)
     return root, ref, test
 
 

@@ -100,3 +100,28 @@ def test_overlay_has_a_legend_column():
     assert out.shape[1] > 30 and out.shape[2] == 3
 
 
+
+
+def test_outputs_of_one_image_land_under_its_mirrored_path_at_their_sizes(tmp_path):
+    import pyarrow.parquet as pq
+
+    from inference.labeller import ImageLabels
+    from models.rle import encode_masks
+
+    working = np.zeros((4, 6), np.uint8)
+    working[:, 3:] = 1
+    label_map = np.repeat(np.repeat(working, 10, axis=0), 10, axis=1)  # the input is 40 x 60
+    labels = ImageLabels(label_map, np.array([0, 1]), np.array([0.9, 0.8], np.float32), np.array([12, 12]), working)
+    rles = encode_masks(np.stack([working == 0, working == 1]))
+    out = str(tmp_path / "out")
+    outputs.write_image_outputs(out, "city/a b", "/in/city/a b.jpg", np.zeros((4, 6, 3), np.uint8), labels, rles,
+                                ["x", "y"], 255, overlay=True)
+    with Image.open(tmp_path / "out" / "city" / "a b.png") as im:
+        assert im.size == (60, 40) and (np.asarray(im) == label_map).all()
+    with Image.open(tmp_path / "out" / "overlays" / "city" / "a b.png") as im:
+        # Drawn at the working size: 6 pixels wide plus the legend column (whose width a full-size overlay shows).
+        legend = outputs.render_overlay(np.zeros((40, 60, 3), np.uint8), label_map, ["x", "y"], 255).shape[1] - 60
+        assert im.size[0] == 6 + legend
+    table = pq.read_table(tmp_path / "out" / "segments").to_pylist()
+    assert [(r["height"], r["width"], r["source_height"], r["source_width"]) for r in table] == [(4, 6, 40, 60)] * 2
+    assert outputs.finished_names(out, overlay=True) == {"city/a b"}
