@@ -27,6 +27,7 @@ import io
 import posixpath
 import re
 import unicodedata
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -187,24 +188,48 @@ def segments_path(output: str, name: str) -> str:
     return storage.join(output, SEGMENTS_DIR, f"{name}.parquet")
 
 
-def finished_names(output: str, overlay: bool) -> set[str]:
-    """Names of the images whose outputs are complete (label map, and overlay when asked for), from ONE recursive
-    listing of OUTPUT: what a re-run skips."""
+@dataclass(frozen=True)
+class OutputListing:
+    """What one recursive listing of OUTPUT shows: label maps and overlays by name, and temp files left by writes
+    that were interrupted."""
+
+    label_maps: frozenset[str]
+    overlays: frozenset[str]
+    temp_files: tuple[str, ...]
+
+    def finished(self, overlay: bool) -> set[str]:
+        """Images whose outputs are complete: the label map, and the overlay when one is asked for."""
+        return set(self.label_maps & self.overlays if overlay else self.label_maps)
+
+
+def scan_output(output: str) -> OutputListing:
+    """ONE recursive listing of OUTPUT (fsspec find)."""
     fs = storage.filesystem(output)
-    base = fs._strip_protocol(output).rstrip("/")
     if not fs.exists(output):
-        return set()
-    maps, overlays = set(), set()
+        return OutputListing(frozenset(), frozenset(), ())
+    base = fs._strip_protocol(output).rstrip("/")
+    maps, overlays, temp = set(), set(), []
     for path in fs.find(output):
         rel = path[len(base) + 1:] if path.startswith(base + "/") else None
-        if not rel or not rel.endswith(".png") or posixpath.basename(rel).startswith(storage.TMP_PREFIX):
+        if not rel:
+            continue
+        if posixpath.basename(rel).startswith(storage.TMP_PREFIX):
+            temp.append(storage.join(output, rel))
+            continue
+        if not rel.endswith(".png"):
             continue
         top, _, rest = rel.partition("/")
         if top == OVERLAYS_DIR and rest:
             overlays.add(rest[:-4])
         elif top != SEGMENTS_DIR or not rest:
             maps.add(rel[:-4])
-    return maps & overlays if overlay else maps
+    return OutputListing(frozenset(maps), frozenset(overlays), tuple(sorted(temp)))
+
+
+def finished_names(output: str, overlay: bool) -> set[str]:
+    """Names of the images whose outputs are complete (label map, and overlay when asked for), from one listing of
+    OUTPUT: what a re-run skips."""
+    return scan_output(output).finished(overlay)
 
 
 def palette(num_colours: int = 256) -> np.ndarray:

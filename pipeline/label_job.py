@@ -183,8 +183,7 @@ def prepare_job(config: LabelJobConfig, uris: list[str] | None = None) -> LabelJ
         check_inputs_match(patterns, inputs)
     output = config.output.rstrip("/")
     try:
-        storage.makedirs(output)
-        storage.remove_temp_files(output)
+        storage.makedirs(output)  # temp files of interrupted writes go when the pipeline lists OUTPUT
     except (OSError, PermissionError) as exc:
         raise UsageError(f"output {output} is not writable: {type(exc).__name__}: {exc}") from exc
     request = config.request
@@ -202,7 +201,7 @@ def prepare_job(config: LabelJobConfig, uris: list[str] | None = None) -> LabelJ
         storage.write_json(classes_path, mapping)
         storage.write_json(storage.join(output, outputs.RUN_JSON), {
             "index": config.index, "inputs": inputs, "request": dataclasses.asdict(request),
-            "background_id": request.background_id})
+            "background_id": request.background_id, "read": dataclasses.asdict(config.read)})
     except (OSError, PermissionError) as exc:
         raise UsageError(f"output {output} is not writable: {type(exc).__name__}: {exc}") from exc
     return LabelJob(config=dataclasses.replace(config, output=output), models=models, patterns=tuple(patterns),

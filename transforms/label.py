@@ -1,10 +1,11 @@
 """The labelling job's own steps: listing and naming its inputs in the graph, then Label (retrieval + class
 scoring, inference.labeller) and Write (painting and writing each image's outputs, inference.outputs).
 
-    Read    ListInputs: match the input patterns (fileio.MatchAll), name each image in the graph (inputs that could
-            share a name meet in one GroupByKey group: inference.outputs.name_group); ListFinished: ONE listing of
-            OUTPUT gives the names already done; SelectTodo joins the two (CoGroupByKey), so neither list ever sits
-            in the job graph; ReadNamed decodes at the working size (transforms.images.DecodeImage).
+    Read    ReadTodo = ListInputs: match the input patterns (fileio.MatchAll), name each image in the graph
+            (inputs that could share a name meet in one GroupByKey group: inference.outputs.name_group);
+            ListFinished: ONE listing of OUTPUT gives the names already done; SelectTodo joins the two
+            (CoGroupByKey), so neither list ever sits in the job graph; Reshuffle; ReadNamed decodes at the
+            working size (transforms.images.DecodeImage).
     Label   RunInference(LabelModelHandler): the "model" is a Labeller (the reference set's FAISS index and the
             labels x classes table), loaded once per worker; one retrieval covers every segment of a batch.
     Write   WriteImageOutputs: paint the label map at the working size from the image's compact segments, upsample
@@ -27,6 +28,7 @@ from inference.scoring import Decision
 from models.config import ModelsConfig
 from models.images import DEFAULT_MAX_PIXELS
 from models.text import build_text_encoder
+from refset import storage
 from refset.reader import ReferenceSet
 from transforms.embed import segments_of
 from transforms.failures import failure_row
@@ -87,13 +89,18 @@ def _name_members(element, roots):
 
 
 class ListFinished(beam.DoFn):
-    """OUTPUT -> (name, True) for every image whose outputs are complete: one recursive listing."""
+    """OUTPUT -> (name, True) for every image whose outputs are complete, from one recursive listing; the temp files
+    of writes an earlier run left unfinished are removed on the way (nothing writes before this step is done: the
+    join waits for it)."""
 
     def __init__(self, overlay: bool):
         self.overlay = overlay
 
     def process(self, output: str):
-        for name in sorted(outputs.finished_names(output, self.overlay)):
+        listing = outputs.scan_output(output)
+        for path in listing.temp_files:
+            storage.filesystem(path).rm(path)
+        for name in sorted(listing.finished(self.overlay)):
             yield name, True
 
 

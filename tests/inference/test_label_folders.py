@@ -98,8 +98,11 @@ def test_nested_folder_outputs_mirror_inputs_at_their_own_size(scene_index, tmp_
         return sorted(Path(p).name for p in ours)
 
     assert run_file_checks() == ["classes.json", "failures.parquet", "failures.parquet"]
-    # A re-run skips everything one listing of OUTPUT shows done.
+    # A re-run skips everything one listing of OUTPUT shows done, and clears what a killed write left.
+    stale = out / "city a" / f"{storage.TMP_PREFIX}0123-x 1.png.png"
+    stale.write_bytes(b"half a PNG")
     assert _label(argv) == 0
+    assert not stale.exists()
     assert "labelled 0 images, skipped 6 already done, failed 1" in capsys.readouterr().out
     assert run_file_checks() == ["classes.json", "failures.parquet", "failures.parquet"]
     # A lost overlay makes its image due again (with --overlay), and only that one.

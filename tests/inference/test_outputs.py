@@ -79,6 +79,7 @@ def test_finished_names_come_from_one_listing(tmp_path):
     assert outputs.finished_names(str(tmp_path), overlay=False) == {"a", "sub/b", "overlays_/e"}
     assert outputs.finished_names(str(tmp_path), overlay=True) == {"a"}
     assert outputs.finished_names(str(tmp_path / "missing"), overlay=False) == set()
+    assert outputs.scan_output(str(tmp_path)).temp_files == (str(tmp_path / ".tmp-123-d.png"),)
 
 
 def test_label_png_is_a_palette_image_of_the_ids():
