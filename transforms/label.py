@@ -18,6 +18,8 @@ failure row (stage `label` or `write`) and costs no other image its outputs.
 
 from __future__ import annotations
 
+import posixpath
+
 import apache_beam as beam
 import numpy as np
 from apache_beam.io import fileio
@@ -38,21 +40,30 @@ from transforms.images import DecodeImage, is_image_path
 COUNTERS = "reme"
 
 
+def _under(path: str, directory: str) -> bool:
+    def plain(p: str) -> str:
+        return posixpath.normpath(p.split("://", 1)[-1])
+
+    return bool(directory) and plain(path).startswith(plain(directory).rstrip("/") + "/")
+
+
 class ListInputs(beam.PTransform):
     """Input patterns -> {"named": (name, FileMetadata) per image, "refused": failure items of inputs whose path
-    cannot name an output}. `only` (optional): keep just these paths (a benchmark's split)."""
+    cannot name an output}. `only` (optional): keep just these paths (a benchmark's split). Files under `output`
+    are never inputs (an output folder inside the input folder must not be labelled on the next run)."""
 
-    def __init__(self, patterns: list[str], roots: list[str], only: frozenset[str] | None = None):
+    def __init__(self, patterns: list[str], roots: list[str], only: frozenset[str] | None = None, output: str = ""):
         super().__init__()
-        self.patterns, self.roots, self.only = list(patterns), tuple(roots), only
+        self.patterns, self.roots, self.only, self.output = list(patterns), tuple(roots), only, output
 
     def expand(self, pbegin):
-        roots, only = self.roots, self.only
+        roots, only, output = self.roots, self.only, self.output
         listed = (
             pbegin
             | "Patterns" >> beam.Create(self.patterns)
             | "Match" >> fileio.MatchAll(empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
-            | "ImagesOnly" >> beam.Filter(lambda m: is_image_path(m.path) and (only is None or m.path in only))
+            | "ImagesOnly" >> beam.Filter(lambda m: is_image_path(m.path) and (only is None or m.path in only)
+                                          and not _under(m.path, output))
             # Overlapping patterns may match a file twice: keep one metadata per path.
             | "KeyByPath" >> beam.Map(lambda m: (m.path, m))
             | "Distinct" >> beam.CombinePerKey(lambda many: min(many, key=lambda m: m.path))
@@ -144,7 +155,7 @@ class ReadTodo(beam.PTransform):
         self.output, self.overlay, self.max_side, self.max_pixels = output, overlay, max_side, max_pixels
 
     def expand(self, pbegin):
-        listed = pbegin | "List" >> ListInputs(self.patterns, self.roots, self.only)
+        listed = pbegin | "List" >> ListInputs(self.patterns, self.roots, self.only, self.output)
         finished = (
             pbegin
             | "Output" >> beam.Create([self.output])

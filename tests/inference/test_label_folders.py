@@ -109,3 +109,15 @@ def test_nested_folder_outputs_mirror_inputs_at_their_own_size(scene_index, tmp_
     (out / "overlays" / "city a" / "x 1.jpg.png").unlink()
     assert _label(argv) == 0
     assert "labelled 1 images, skipped 5 already done" in capsys.readouterr().out
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_an_input(scene_index, tmp_path, capsys):
+    _, ref = scene_index
+    test = make_scenes(tmp_path / "photos", 2, seed=2)
+    photos, out = test / "images", test / "images" / "labels"
+    argv = ["label", "--index", str(ref), "--classes", ",".join(CLASSES), str(photos), str(out), "--no_progress"]
+    assert _label(argv) == 0
+    assert "labelled 2 images" in capsys.readouterr().out
+    assert _label(argv) == 0  # its own label maps are not new inputs
+    assert "labelled 0 images, skipped 2 already done, failed 0" in capsys.readouterr().out
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["img000.png", "img001.png"]
