@@ -224,8 +224,11 @@ def build_label_pipeline(p: beam.Pipeline, job: LabelJob) -> None:
     workers = config.workers
     shared = {"torch_threads": workers.torch_threads, "large_model": workers.large_model,
               "model_copies": workers.model_copies}
+    every = progress.poll_interval(config.output)
+    todo_dir, written_dir = progress_dirs(config.output)
+    count_todo = progress.CountToFiles(todo_dir, every) if config.progress else None
     read = p | "Read" >> ReadTodo(job.patterns, job.roots, config.output, config.overlay, config.read.max_side,
-                                  config.read.max_pixels, job.only)
+                                  config.read.max_pixels, job.only, count_todo)
     written = (
         read["items"]
         | "Mask" >> RunInference(MaskerModelHandler(models, max_batch_size=workers.mask_batch_size, **shared))
@@ -234,6 +237,12 @@ def build_label_pipeline(p: beam.Pipeline, job: LabelJob) -> None:
                                                     max_batch_size=workers.label_batch_size, **shared))
         | "Write" >> beam.ParDo(WriteImageOutputs(config.output, config.request, config.overlay))
     )
+    if config.progress:  # the bar's count: images written, summed by the launcher
+        (
+            written
+            | "Written" >> beam.Filter(lambda item: item.get("failure") is None)
+            | "CountWritten" >> beam.ParDo(progress.CountToFiles(written_dir, every))
+        )
     (
         (written, read["refused"])
         | "AllItems" >> beam.Flatten()
@@ -244,33 +253,41 @@ def build_label_pipeline(p: beam.Pipeline, job: LabelJob) -> None:
     )
 
 
-def labelling_progress(job: LabelJob, enabled: bool):
-    """The labelling bar (pipeline.progress): label maps written since the start, counted by listing OUTPUT now and
-    then, the same for every runner and process layout. Its total is unknown at launch: the inputs are listed in
-    the pipeline."""
-    baseline = len(outputs.finished_names(job.output, overlay=False)) if enabled else 0
+PROGRESS_DIR = f"{storage.TMP_PREFIX}progress"  # under OUTPUT; no input can be named so (outputs.UnsafeName)
 
-    def count() -> int:
-        return len(outputs.finished_names(job.output, overlay=False)) - baseline
 
-    bar = progress.Progress("labelling", None, enabled=enabled)
-    return progress.polled(bar, count, progress.poll_interval(job.output))
+def progress_dirs(output: str) -> tuple[str, str]:
+    """Where the workers count (progress.CountToFiles) the images to do and the images written."""
+    return storage.join(output, PROGRESS_DIR, "todo"), storage.join(output, PROGRESS_DIR, "written")
 
 
 def run_job(job: LabelJob, beam_args: list[str] | None = None) -> dict:
     """Run the labelling pipeline (it skips the images already done); returns a summary (counts, failures).
 
     The counts are the pipeline's Beam counters: images listed, skipped as done, written; failures are read back
-    from OUTPUT/failures.parquet. No file is checked image by image.
+    from OUTPUT/failures.parquet. No file is checked image by image. The progress bar sums what the workers count
+    (pipeline.progress): its total appears once the pipeline has listed and joined the inputs.
     """
     failures_path = storage.join(job.output, outputs.FAILURES)
     if storage.exists(failures_path):  # failures are re-tried: the list describes the latest run
         storage.filesystem(failures_path).rm(failures_path)
+    progress_root = storage.join(job.output, PROGRESS_DIR)
+    progress.remove_counts(progress_root)  # an interrupted run's counts are not this run's
+    todo_dir, written_dir = progress_dirs(job.output)
+    bar = progress.Progress("labelling", None, enabled=job.config.progress)
+
+    def measure() -> int:
+        bar.set_total(progress.sum_counts(todo_dir))
+        return progress.sum_counts(written_dir)
+
     start = time.perf_counter()
     options = PipelineOptions(list(beam_args or []), save_main_session=False)
-    with labelling_progress(job, job.config.progress):
-        with beam.Pipeline(options=options) as p:
-            build_label_pipeline(p, job)
+    try:
+        with progress.polled(bar, measure, progress.poll_interval(job.output)):
+            with beam.Pipeline(options=options) as p:
+                build_label_pipeline(p, job)
+    finally:
+        progress.remove_counts(progress_root)
     counts = metrics_of(getattr(p, "result", None))
     failures = []
     if storage.exists(failures_path):

@@ -149,10 +149,12 @@ class ReadTodo(beam.PTransform):
     that cannot be named}. Inputs and finished outputs are both listed in the pipeline and joined by name."""
 
     def __init__(self, patterns, roots, output: str, overlay: bool, max_side: int,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, only: frozenset[str] | None = None):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, only: frozenset[str] | None = None,
+                 count_todo: beam.DoFn | None = None):
         super().__init__()
         self.patterns, self.roots, self.only = list(patterns), tuple(roots), only
         self.output, self.overlay, self.max_side, self.max_pixels = output, overlay, max_side, max_pixels
+        self.count_todo = count_todo  # passes the images still to do through, counting them (a progress total)
 
     def expand(self, pbegin):
         listed = pbegin | "List" >> ListInputs(self.patterns, self.roots, self.only, self.output)
@@ -161,10 +163,15 @@ class ReadTodo(beam.PTransform):
             | "Output" >> beam.Create([self.output])
             | "ListFinished" >> beam.ParDo(ListFinished(self.overlay))
         )
-        items = (
+        todo = (
             {"inputs": listed["named"], "done": finished}
             | "JoinByName" >> beam.CoGroupByKey()
             | "SelectTodo" >> beam.ParDo(SelectTodo())
+        )
+        if self.count_todo is not None:
+            todo = todo | "CountTodo" >> beam.ParDo(self.count_todo)
+        items = (
+            todo
             | "Reshuffle" >> beam.Reshuffle()
             | "Decode" >> beam.ParDo(ReadNamed(self.max_side, self.max_pixels))
         )

@@ -101,7 +101,8 @@ def test_progress_off_a_terminal_is_single_lines(built, tmp_path, capfd):
     assert "\r" not in err
     lines = [line for line in err.splitlines() if line.startswith(("labelling:", "scoring:"))]
     assert len(lines) == 4 and len(set(lines)) == 4, err
-    assert lines[0] == "labelling: 0/4 images (0.0%)" and lines[2] == "scoring: 0/4 images (0.0%)"
+    # The labelling total is learnt while the job runs (its inputs are listed in the pipeline, not at launch).
+    assert lines[0] == "labelling: 0 images" and lines[2] == "scoring: 0/4 images (0.0%)"
     assert re.fullmatch(r"labelling: 4/4 images \(100\.0%\), [\d.,]+ img/s, done in \d+s", lines[1]), lines
     assert re.fullmatch(r"scoring: 4/4 images \(100\.0%\), [\d.,]+ img/s, done in \d+s", lines[3]), lines
 

@@ -63,7 +63,7 @@ def test_nested_folder_outputs_mirror_inputs_at_their_own_size(scene_index, tmp_
     real_exists = storage.exists
     monkeypatch.setattr(storage, "exists", lambda path: exists_calls.append(path) or real_exists(path))
     argv = ["label", "--index", str(ref), "--classes", ",".join(CLASSES), str(inputs), str(out), "--overlay",
-            "--no_progress", "--max_side", str(WORKING)]
+            "--max_side", str(WORKING)]
     assert _label(argv) == 0
     printed = capsys.readouterr().out
     assert "labelled 6 images, skipped 0 already done, failed 1" in printed, printed
@@ -90,21 +90,22 @@ def test_nested_folder_outputs_mirror_inputs_at_their_own_size(scene_index, tmp_
     columns_uniform = np.mean([len(np.unique(c)) == 1 for c in portrait.T])
     assert columns_uniform > 0.8, columns_uniform
 
-    # No input or output is checked one by one: the only exists() calls on the run's files are on classes.json and
-    # failures.parquet (the reference set's own files are opened by each worker).
+    # No input or output is checked one by one: the only exists() calls on the run's files are on classes.json,
+    # failures.parquet and the progress counts (the reference set's own files are opened by each worker).
     def run_file_checks() -> list[str]:
         ours = [p for p in exists_calls if p.startswith((str(out), str(inputs)))]
         exists_calls.clear()
         return sorted(Path(p).name for p in ours)
 
-    assert run_file_checks() == ["classes.json", "failures.parquet", "failures.parquet"]
+    expected_checks = [".tmp-progress", ".tmp-progress", "classes.json", "failures.parquet", "failures.parquet"]
+    assert run_file_checks() == expected_checks
     # A re-run skips everything one listing of OUTPUT shows done, and clears what a killed write left.
     stale = out / "city a" / f"{storage.TMP_PREFIX}0123-x 1.png.png"
     stale.write_bytes(b"half a PNG")
     assert _label(argv) == 0
     assert not stale.exists()
     assert "labelled 0 images, skipped 6 already done, failed 1" in capsys.readouterr().out
-    assert run_file_checks() == ["classes.json", "failures.parquet", "failures.parquet"]
+    assert run_file_checks() == expected_checks
     # A lost overlay makes its image due again (with --overlay), and only that one.
     (out / "overlays" / "city a" / "x 1.jpg.png").unlink()
     assert _label(argv) == 0
