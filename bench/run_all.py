@@ -13,6 +13,7 @@ quotes at full size are run by hand, e.g.
     python -m bench.faiss_scale --n 5000000 --budget 2GB --dtype float16 --flat_subset 1000000
     python -m bench.memory_flat                           # 2,000 images labelled, 1,000 indexed
     python -m bench.coco_stream                           # a COCO train2017-size instances JSON (0.45 GB)
+    python -m bench.label_memory --full_res_max_mp 12     # peak RSS of reme label at 1-48 MP photos
     python -m bench.gpu --out DIR                         # on a GPU machine
 """
 
@@ -54,6 +55,7 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("nouns", "bench.nouns", [], 120),
     ("report", "bench.report", ["--labels", "1000,10000"], 180),
     ("coco_stream", "bench.coco_stream", ["--images", "20000"], 180),
+    ("label_memory", "bench.label_memory", ["--megapixels", "1,24", "--full_res_max_mp", "1"], 240),
 ]
 
 

@@ -2,7 +2,8 @@
 
 Predictions are label maps whose values are indices into the dataset's class list (what `reme label` writes when
 given that list), with the ignore value (255, or 65535 for 16-bit maps) meaning "unlabelled" (a miss).
-A prediction is found by the name `reme label` gives the image, else by the image's key or stem; a missing
+A prediction is found by the name `reme label` gives the image (its path under the images root, subfolders kept,
+stem verbatim or the full file name where stems collide), else by the image's key or stem; a missing
 prediction counts as all-unlabelled and is reported. A prediction of another size than its ground truth is
 resized (nearest) to it.
 """
@@ -10,6 +11,7 @@ resized (nearest) to it.
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +23,22 @@ from inference.datasets import Dataset, read_label
 from inference.metrics import ConfusionMatrix
 
 
+def prediction_names(image: Path, images_root: Path) -> list[str]:
+    """The names `reme label` can have given an image under `images_root` (inference.outputs), most specific first:
+    the path with its full file name (given when another file of its folder shares its stem; no other input can
+    have it), then with its stem. Knowing the image alone is enough: no listing of its folder is needed."""
+    try:
+        folder, filename = outputs.split_input(str(image), [str(images_root)])
+    except outputs.UnsafeName:
+        return []
+    stem = posixpath.splitext(filename)[0]
+    return [posixpath.join(folder, filename), posixpath.join(folder, stem)]
+
+
 def find_prediction(predictions: Path, key: str, image: Path, images_root: Path) -> Path | None:
-    names = [outputs.output_name(str(image), str(images_root)), key, Path(key).name, image.stem]
+    """The label map of one image: by the names `reme label` gives (subfolders mirrored), else by the image's key
+    or stem, flat (label maps written by other tools)."""
+    names = [*prediction_names(image, images_root), key, Path(key).name, image.stem]
     for name in dict.fromkeys(names):
         for suffix in (".png", ".tif", ".tiff"):
             candidate = predictions / f"{name}{suffix}"

@@ -74,21 +74,26 @@ class LabelRequest:
 
 @dataclass
 class ImageLabels:
-    label_map: np.ndarray  # [H, W] class ids (ignore_value where unlabelled)
+    label_map: np.ndarray  # [H, W] class ids at the output size (ignore_value where unlabelled)
     class_ids: np.ndarray  # int64 [N] per segment
     scores: np.ndarray  # float32 [N] best class score per segment (painting confidence)
-    areas: np.ndarray  # int64 [N]
+    areas: np.ndarray  # int64 [N], pixels at the working size (the masks' size)
+    working_map: np.ndarray | None = None  # [h, w] class ids at the working size (overlays are drawn from it)
 
 
-def paint_image(masks: np.ndarray, decision: scoring.Decision, request: LabelRequest) -> ImageLabels:
-    """One image's label map from its segments' masks bool [N,H,W] and their decisions."""
-    masks = np.asarray(masks, dtype=bool)
+def paint_image(masks, decision: scoring.Decision, request: LabelRequest,
+                size: tuple[int, int] | None = None) -> ImageLabels:
+    """One image's label map from its segments at the working size (SegmentMasks, or dense bool [N,h,w]) and their
+    decisions, painted at the working size and upsampled (nearest) to `size` = (height, width), the input's own
+    size (default: the working size)."""
+    masks = paint.as_segment_masks(masks)
     if len(masks) != len(decision.class_ids):
         raise ValueError(f"{len(masks)} masks but {len(decision.class_ids)} decisions for one image")
     dtype = np.uint8 if request.ignore_value < 256 else np.uint16
-    label_map = paint.paint(masks, decision.class_ids, decision.confidence, request.ignore_value,
-                            request.fill_uncovered, dtype)
-    return ImageLabels(label_map, decision.class_ids, decision.confidence, masks.sum(axis=(1, 2)).astype(np.int64))
+    working = paint.paint(masks, decision.class_ids, decision.confidence, request.ignore_value,
+                          request.fill_uncovered, dtype)
+    label_map = working if size is None else paint.upsample_nearest(working, *size)
+    return ImageLabels(label_map, decision.class_ids, decision.confidence, masks.areas(), working)
 
 
 class Labeller:
@@ -142,11 +147,11 @@ class Labeller:
         return [scoring.Decision(decision.class_ids[lo:hi], decision.confidence[lo:hi])
                 for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
 
-    def paint(self, masks: np.ndarray, decision: scoring.Decision) -> ImageLabels:
-        return paint_image(masks, decision, self.request)
+    def paint(self, masks, decision: scoring.Decision, size: tuple[int, int] | None = None) -> ImageLabels:
+        return paint_image(masks, decision, self.request, size)
 
-    def label_batch(self, masks: list[np.ndarray], embeddings: list[np.ndarray]) -> list[ImageLabels]:
-        """Label several images: masks[i] bool [N_i,H_i,W_i], embeddings[i] float [N_i, D]."""
+    def label_batch(self, masks: list, embeddings: list[np.ndarray]) -> list[ImageLabels]:
+        """Label several images: masks[i] SegmentMasks or bool [N_i,H_i,W_i], embeddings[i] float [N_i, D]."""
         if len(masks) != len(embeddings):
             raise ValueError(f"{len(masks)} mask arrays but {len(embeddings)} embedding arrays")
         for m, e in zip(masks, embeddings, strict=True):

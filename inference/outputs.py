@@ -1,15 +1,24 @@
 """What `reme label` writes, and where (local or gs://, through refset.storage):
 
-    OUTPUT/<name>.png                 label map: palette PNG of class ids (16-bit greyscale when ids exceed 8 bits)
-    OUTPUT/overlays/<name>.png        optional colour overlay with a legend of the classes present
-    OUTPUT/segments/<name>.parquet    one row per segment: image, segment index, class, score, area, RLE
-                                      (the folder reads as one table: pyarrow.parquet.read_table(OUTPUT/segments))
+    OUTPUT/<name>.png                 label map at the input's own size (upright): palette PNG of class ids
+                                      (16-bit greyscale when ids exceed 8 bits)
+    OUTPUT/overlays/<name>.png        optional colour overlay with a legend of the classes present, drawn at the
+                                      working size (a preview: bounded memory whatever the photo's size)
+    OUTPUT/segments/<name>.parquet    one row per segment: image, segment index, class, score, area and RLE at the
+                                      working size (height, width), and the input's own size (source_height,
+                                      source_width); the folder reads as one table:
+                                      pyarrow.parquet.read_table(OUTPUT/segments)
     OUTPUT/classes.json               {"0": "cat", ...}: id -> class name
     OUTPUT/run.json                   the request (index, strategy, k, tau, threshold, ignore value)
     OUTPUT/failures.parquet           inputs that could not be labelled: uri, stage, error type, message
 
 The label map is written last, so its presence means the image is done (a re-run skips it).
-`<name>` is derived from the input path relative to the input root, made safe: it can never leave OUTPUT.
+
+`<name>` mirrors the input's path relative to its input root: `<folder>/<stem>`, subfolders kept, the stem verbatim
+(spaces, unicode). Where two inputs of one folder would share a stem (a.jpg, a.png) each keeps its extension
+(a.jpg.png, a.png.png); see names_in_folder. '..' is resolved before the path is made relative (an input outside
+every root is named by its file name), and an input whose path holds a control character, a backslash, the
+temp-file prefix or a part too long for a file name is refused (UnsafeName), so no output can leave OUTPUT.
 """
 
 from __future__ import annotations
@@ -18,11 +27,14 @@ import io
 import posixpath
 import re
 import unicodedata
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
+from models.errors import BadInput
+from models.images import IMAGE_EXTENSIONS
 from refset import storage
 
 OVERLAYS_DIR = "overlays"
@@ -31,7 +43,10 @@ CLASSES_JSON = "classes.json"
 RUN_JSON = "run.json"
 FAILURES = "failures.parquet"
 
-_UNSAFE = re.compile(r"[^\w.\-]+", flags=re.UNICODE)
+RESERVED_DIRS = (OVERLAYS_DIR, SEGMENTS_DIR)
+_RESERVED = re.compile(rf"(?:{'|'.join(RESERVED_DIRS)})_*")
+MAX_DIR_BYTES = 255  # one path part of a file system or object name
+MAX_NAME_BYTES = MAX_DIR_BYTES - len(".parquet")  # the longest output suffix
 
 
 def segment_table_schema() -> pa.Schema:
@@ -42,10 +57,16 @@ def segment_table_schema() -> pa.Schema:
         pa.field("class_name", pa.string()),
         pa.field("score", pa.float32(), nullable=False),
         pa.field("area", pa.int64(), nullable=False),
-        pa.field("height", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),  # the RLE's size: the working size
         pa.field("width", pa.int32(), nullable=False),
         pa.field("mask_rle", pa.binary(), nullable=False),
+        pa.field("source_height", pa.int32(), nullable=False),  # the input's own (upright) size: the label map's
+        pa.field("source_width", pa.int32(), nullable=False),
     ])
+
+
+class UnsafeName(BadInput):
+    """An input whose path cannot name an output safely (control character, backslash, temp prefix, too long)."""
 
 
 def input_root(pattern: str) -> str:
@@ -57,28 +78,102 @@ def input_root(pattern: str) -> str:
     return text
 
 
-def output_name(uri: str, root: str = "") -> str:
-    """A safe, flat output stem for an input: its path relative to `root` without extension, each part cleaned of
-    anything but letters, digits, '.', '_' and '-', leading dots removed, parts joined with '__'.
+def relative_path(uri: str, roots: list[str] | tuple[str, ...] = ()) -> str:
+    """The input's path relative to the longest root it lies under ('..' resolved first, so it cannot climb out),
+    or its file name when it lies under none."""
+    path = posixpath.normpath(uri.split("://", 1)[-1])
+    bases = [posixpath.normpath(root.split("://", 1)[-1]).rstrip("/") for root in roots if root]
+    under = [base for base in bases if base != "." and path.startswith(base + "/")]
+    if under:
+        return path[len(max(under, key=len)) + 1:]
+    return posixpath.basename(path)
 
-    '..' parts, absolute paths and separators cannot survive, so OUTPUT/<name>.png is always inside OUTPUT.
+
+def _check_part(part: str, limit: int, uri: str) -> None:
+    if not part or part in (".", ".."):
+        raise UnsafeName(f"cannot name an output for {uri!r}: empty path part")
+    bad = next((c for c in part if c == "\\" or unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        what = "path separator" if bad == "\\" else "control character"
+        raise UnsafeName(f"cannot name an output for {uri!r}: {what} {bad!r} in {part!r}")
+    if part.startswith(storage.TMP_PREFIX):
+        raise UnsafeName(f"cannot name an output for {uri!r}: names starting with {storage.TMP_PREFIX!r} are "
+                         "reserved for temporary files")
+    try:
+        size = len(part.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise UnsafeName(f"cannot name an output for {uri!r}: {part!r} is not valid UTF-8") from exc
+    if size > limit:
+        raise UnsafeName(f"cannot name an output for {uri!r}: {part[:40]!r}... is {size} bytes, over the "
+                         f"{limit}-byte limit of an output file name")
+
+
+def split_input(uri: str, roots: list[str] | tuple[str, ...] = ()) -> tuple[str, str]:
+    """(folder, file name) of an input relative to its root, checked (UnsafeName otherwise). A first folder named
+    like an output folder (overlays, segments, with any trailing '_') gets one more '_', so label maps never land
+    among overlays or segment tables (and the mapping stays one-to-one)."""
+    parts = relative_path(uri, roots).split("/")
+    for part in parts[:-1]:
+        _check_part(part, MAX_DIR_BYTES, uri)
+    _check_part(parts[-1], MAX_NAME_BYTES, uri)
+    if len(parts) > 1 and _RESERVED.fullmatch(parts[0]):
+        parts[0] += "_"
+    return "/".join(parts[:-1]), parts[-1]
+
+
+def image_base(filename: str) -> str:
+    """The file name without its image extensions (a.jpg.png -> a): inputs sharing it may compete for a name."""
+    base = filename
+    while True:
+        root, ext = posixpath.splitext(base)
+        if not ext or ext.lower() not in IMAGE_EXTENSIONS:
+            return base
+        base = root
+
+
+def collision_key(uri: str, roots: list[str] | tuple[str, ...] = ()) -> str:
+    """Inputs that may want the same output name share this key (same folder, same image_base); UnsafeName for an
+    input that cannot be named."""
+    folder, filename = split_input(uri, roots)
+    return posixpath.join(folder, image_base(filename))
+
+
+def names_in_folder(filenames: list[str]) -> list[str]:
+    """Output stems of the image files of one folder (the rule; it is one-to-one):
+
+    the stem, verbatim (a.jpg -> a), unless another file has the same stem or another file's full name is this
+    stem (a.jpg and a.png, or a.jpg.png beside a.jpg): then the full file name (a.jpg -> a.jpg, giving a.jpg.png).
+    Only files sharing an `image_base` can collide, so this runs per collision_key group.
     """
-    path = uri.split("://", 1)[-1]
-    base = root.split("://", 1)[-1].rstrip("/") if root else ""
-    if base and path.startswith(base + "/"):
-        path = path[len(base) + 1:]
-    else:
-        path = posixpath.basename(path)
-    stem, _ = posixpath.splitext(path)
-    parts = []
-    for part in stem.replace("\\", "/").split("/"):
-        part = unicodedata.normalize("NFC", part)
-        part = _UNSAFE.sub("_", part).lstrip(".")
-        if part and part not in (".", ".."):
-            parts.append(part)
-    # File names are limited to 255 bytes: keep the name within 200 bytes of UTF-8 (extensions follow).
-    name = "__".join(parts).encode("utf-8")[:200].decode("utf-8", errors="ignore")
-    return name or "image"
+    stems = [posixpath.splitext(f)[0] for f in filenames]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    files = set(filenames)
+    return [stem if counts[stem] == 1 and stem not in files else f for stem, f in zip(stems, filenames, strict=True)]
+
+
+def name_group(uris: list[str], roots: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Output names ("folder/stem") of inputs sharing one collision_key."""
+    split = [split_input(u, roots) for u in uris]
+    names = names_in_folder([filename for _, filename in split])
+    return [posixpath.join(folder, name) for (folder, _), name in zip(split, names, strict=True)]
+
+
+def output_names(uris: list[str], roots: list[str] | tuple[str, ...] = ()) -> list[str | None]:
+    """Output name of every input ("folder/stem", '/'-separated, relative to OUTPUT), None where it cannot be named;
+    the whole-list form of what the labelling job computes per collision_key group in its graph."""
+    groups: dict[str, list[int]] = {}
+    names: list[str | None] = [None] * len(uris)
+    for i, uri in enumerate(uris):
+        try:
+            groups.setdefault(collision_key(uri, roots), []).append(i)
+        except UnsafeName:
+            continue
+    for members in groups.values():
+        for i, name in zip(members, name_group([uris[i] for i in members], roots), strict=True):
+            names[i] = name
+    return names
 
 
 def label_map_path(output: str, name: str) -> str:
@@ -93,8 +188,48 @@ def segments_path(output: str, name: str) -> str:
     return storage.join(output, SEGMENTS_DIR, f"{name}.parquet")
 
 
-def is_done(output: str, name: str, overlay: bool) -> bool:
-    return storage.exists(label_map_path(output, name)) and (not overlay or storage.exists(overlay_path(output, name)))
+@dataclass(frozen=True)
+class OutputListing:
+    """What one recursive listing of OUTPUT shows: label maps and overlays by name, and temp files left by writes
+    that were interrupted."""
+
+    label_maps: frozenset[str]
+    overlays: frozenset[str]
+    temp_files: tuple[str, ...]
+
+    def finished(self, overlay: bool) -> set[str]:
+        """Images whose outputs are complete: the label map, and the overlay when one is asked for."""
+        return set(self.label_maps & self.overlays if overlay else self.label_maps)
+
+
+def scan_output(output: str) -> OutputListing:
+    """ONE recursive listing of OUTPUT (fsspec find)."""
+    fs = storage.filesystem(output)
+    if not fs.exists(output):
+        return OutputListing(frozenset(), frozenset(), ())
+    base = fs._strip_protocol(output).rstrip("/")
+    maps, overlays, temp = set(), set(), []
+    for path in fs.find(output):
+        rel = path[len(base) + 1:] if path.startswith(base + "/") else None
+        if not rel:
+            continue
+        if posixpath.basename(rel).startswith(storage.TMP_PREFIX):
+            temp.append(storage.join(output, rel))
+            continue
+        if not rel.endswith(".png"):
+            continue
+        top, _, rest = rel.partition("/")
+        if top == OVERLAYS_DIR and rest:
+            overlays.add(rest[:-4])
+        elif top != SEGMENTS_DIR or not rest:
+            maps.add(rel[:-4])
+    return OutputListing(frozenset(maps), frozenset(overlays), tuple(sorted(temp)))
+
+
+def finished_names(output: str, overlay: bool) -> set[str]:
+    """Names of the images whose outputs are complete (label map, and overlay when asked for), from one listing of
+    OUTPUT: what a re-run skips."""
+    return scan_output(output).finished(overlay)
 
 
 def palette(num_colours: int = 256) -> np.ndarray:
@@ -116,7 +251,7 @@ def encode_label_png(label_map: np.ndarray) -> bytes:
         image = Image.fromarray(label_map, mode="P")
         image.putpalette(palette().reshape(-1).tolist())
     else:
-        image = Image.fromarray(label_map.astype(np.uint16))
+        image = Image.fromarray(np.asarray(label_map, dtype=np.uint16))
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
@@ -151,7 +286,9 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 
 def segments_table(image: str, class_ids: np.ndarray, scores: np.ndarray, areas: np.ndarray, rles: list[bytes],
-                   height: int, width: int, class_names: list[str]) -> pa.Table:
+                   height: int, width: int, class_names: list[str], source_height: int | None = None,
+                   source_width: int | None = None) -> pa.Table:
+    """One row per segment; `height` x `width` is the size the RLEs and areas are at (the working size)."""
     n = len(class_ids)
     names = [class_names[int(c)] if 0 <= int(c) < len(class_names) else None for c in class_ids]
     return pa.table({
@@ -164,18 +301,27 @@ def segments_table(image: str, class_ids: np.ndarray, scores: np.ndarray, areas:
         "height": pa.array(np.full(n, height, dtype=np.int32)),
         "width": pa.array(np.full(n, width, dtype=np.int32)),
         "mask_rle": pa.array(list(rles), pa.binary()),
+        "source_height": pa.array(np.full(n, height if source_height is None else source_height, dtype=np.int32)),
+        "source_width": pa.array(np.full(n, width if source_width is None else source_width, dtype=np.int32)),
     }, schema=segment_table_schema())
 
 
 def write_image_outputs(output: str, name: str, uri: str, image: np.ndarray | None, labels, rles: list[bytes],
                         class_names: list[str], ignore_value: int, overlay: bool) -> None:
-    """Segments table, overlay, then the label map last (its presence marks the image done)."""
-    height, width = labels.label_map.shape
+    """Segments table, overlay, then the label map last (its presence marks the image done).
+
+    `image` and `rles` are at the working size; `labels` (inference.labeller.ImageLabels) holds the label map at the
+    input's own size and the working-size map the overlay is drawn from.
+    """
+    source_height, source_width = labels.label_map.shape
+    working = labels.working_map if labels.working_map is not None else labels.label_map
+    height, width = working.shape
     storage.write_parquet(segments_path(output, name), segments_table(
-        uri, labels.class_ids, labels.scores, labels.areas, rles, height, width, class_names))
+        uri, labels.class_ids, labels.scores, labels.areas, rles, height, width, class_names, source_height,
+        source_width))
     if overlay and image is not None:
         storage.write_bytes(overlay_path(output, name),
-                            encode_png(render_overlay(image, labels.label_map, class_names, ignore_value)))
+                            encode_png(render_overlay(image, working, class_names, ignore_value)))
     storage.write_bytes(label_map_path(output, name), encode_label_png(labels.label_map))
 
 

@@ -1,32 +1,41 @@
 """Decoding image bytes into the RGB arrays every model takes: the pure first stage of both jobs.
 
-`decode_image`: EXIF orientation applied, any mode -> RGB, optional longest-side resize, and a pixel-count limit
-checked from the header *before* decoding, so a decompression bomb is refused with a reason instead of exhausting
-memory.
+`decode_image`: EXIF orientation applied, any mode -> RGB, optional longest-side resize (the *working size*), and a
+pixel-count limit checked from the header *before* decoding, so a decompression bomb is refused with a reason
+instead of exhausting memory. `decode_image_sized` also says how large the input itself is (upright), so the
+labelling job can paint its label map at the input's own size from work done at the working size.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from models.errors import BadInput
 
 DEFAULT_MAX_PIXELS = 100_000_000  # ~10k x 10k; larger inputs are refused as decompression bombs
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # what the jobs list as images
+_SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that turn the stored image by 90 degrees
 
 
 class ImageDecodeError(BadInput):
     """The bytes are not an image we can use (corrupt, truncated, not an image, too large)."""
 
 
+def working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) with the longest side at most `max_side` (0 = keep), aspect kept, at least 1 pixel."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def resize_max_side(image: Image.Image, max_side: int) -> Image.Image:
-    if not max_side or max(image.size) <= max_side:
-        return image
-    scale = max_side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BILINEAR)
+    size = working_size(image.width, image.height, max_side)
+    return image if size == image.size else image.resize(size, Image.Resampling.BILINEAR)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -45,11 +54,30 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image at its working size, and the size of the input itself (upright, after EXIF orientation)."""
+
+    pixels: np.ndarray  # uint8 RGB [h, w, 3], longest side <= max_side
+    source_height: int
+    source_width: int
+
+
 def decode_image(data: bytes, max_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Image bytes -> uint8 RGB [H,W,3], EXIF-rotated, longest side <= max_side (0 = keep size).
 
     Raises ImageDecodeError with the reason for empty, corrupt, truncated, non-image and oversized inputs.
     Animated images (GIF, APNG) use their first frame.
+    """
+    return decode_image_sized(data, max_side, max_pixels).pixels
+
+
+def decode_image_sized(data: bytes, max_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """decode_image, also giving the input's own upright size (what `reme label` paints its label map at).
+
+    Memory is bounded by the working size where the format allows it: a JPEG is decoded by libjpeg at the smallest
+    DCT scale (1/2, 1/4, 1/8) that still holds twice the working size (PIL's draft, as Image.thumbnail does); every
+    image is resized *before* EXIF rotation, so no full-size rotated copy is ever made.
     """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
@@ -64,14 +92,22 @@ def decode_image(data: bytes, max_side: int = 0, max_pixels: int = DEFAULT_MAX_P
             if width < 1 or height < 1:
                 raise ImageDecodeError(f"image has no pixels ({width}x{height})")
             image.seek(0)
-            # draft() lets JPEG decode at a reduced scale directly when we will downsize anyway.
-            if max_side and image.format == "JPEG" and max(width, height) > 2 * max_side:
-                image.draft("RGB", (max_side, max_side))
+            target = working_size(width, height, max_side)
+            if image.format == "JPEG" and target != (width, height):
+                image.draft("RGB", (2 * target[0], 2 * target[1]))
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            rgb = to_rgb(upright)
-            rgb = resize_max_side(rgb, max_side)
-            return np.asarray(rgb, dtype=np.uint8).copy()
+            exif = image.getexif()
+            orientation = exif.get(ExifTags.Base.Orientation, 1)
+            rgb = to_rgb(image)
+            if rgb.size != target:
+                rgb = rgb.resize(target, Image.Resampling.BILINEAR)
+            if orientation != 1:
+                # exif_transpose reads the orientation from the image it is given: hand it to the resized copy.
+                rgb.info["exif"] = exif.tobytes()
+                rgb = ImageOps.exif_transpose(rgb)
+            upright = (height, width) if orientation in _SWAPS_SIDES else (width, height)
+            return DecodedImage(np.asarray(rgb, dtype=np.uint8).copy(), source_height=upright[1],
+                                source_width=upright[0])
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:

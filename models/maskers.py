@@ -2,7 +2,8 @@
 
 * `felzenszwalb` — skimage.segmentation.felzenszwalb superpixels (the paper's default; CPU, no weights). The
   image is segmented at `max_side` and the label map is resized back with nearest neighbour, so every pixel
-  belongs to exactly one segment. Felzenszwalb has no notion of confidence, so every score is 1.0.
+  belongs to exactly one segment. Felzenszwalb has no notion of confidence, so every score is 1.0. Its segments
+  stay a label map (`Segments.id_map`, int32 segment index per pixel): a partition never needs N dense masks.
 * `sam` — segment-anything's automatic mask generator with all of its parameters (MaskerConfig.sam). Scores are
   SAM's predicted IoU. `implementation="fast"` uses our `models.sam_fast.FastSamMaskGenerator` (same masks,
   faster), `"reference"` segment-anything's `SamAutomaticMaskGenerator`.
@@ -15,50 +16,61 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 
 from models.config import FelzenszwalbConfig, MaskerConfig, SamConfig
 from models.device import resolve_device
-from models.rle import encode_masks
+from models.segment_masks import SegmentMasks
 from models.weights import load_sam
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class Segments:
-    """Masks of one image. masks: bool [N,H,W]; scores: float32 [N]."""
+    """Segments of one image from a masker: their masks (models.segment_masks.SegmentMasks: an id map for maskers
+    that partition the image, else dense or RLE) and scores float32 [N].
 
-    masks: np.ndarray
-    scores: np.ndarray
+    `Segments(masks, scores)` takes dense bool masks [N,H,W]; `Segments.from_id_map` keeps a partition compact.
+    """
 
-    def __post_init__(self):
-        self.masks = np.asarray(self.masks, dtype=bool)
-        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
-        if self.masks.ndim != 3 or len(self.masks) != len(self.scores):
-            raise ValueError(f"Segments needs masks [N,H,W] and scores [N], got {self.masks.shape} and {self.scores.shape}")
+    def __init__(self, masks, scores):
+        compact = masks if isinstance(masks, SegmentMasks) else SegmentMasks.from_dense(masks)
+        self.compact = compact
+        self.scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        if len(compact) != len(self.scores):
+            raise ValueError(f"Segments needs masks [N,H,W] and scores [N], got {compact.shape} and {self.scores.shape}")
+
+    @classmethod
+    def from_id_map(cls, id_map: np.ndarray, scores) -> Segments:
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        return cls(SegmentMasks.from_id_map(id_map, len(scores)), scores)
 
     def __len__(self) -> int:
-        return len(self.masks)
+        return len(self.compact)
+
+    @property
+    def masks(self) -> np.ndarray:
+        """Dense bool [N,H,W] (built on demand from an id map: N x H x W bytes, for tests and small images)."""
+        return self.compact.dense()
+
+    @property
+    def id_map(self) -> np.ndarray | None:
+        """int32 [H,W] segment index per pixel (-1 = none) when the segments partition the image, else None."""
+        return self.compact.id_map
 
     @property
     def areas(self) -> np.ndarray:
-        return self.masks.reshape(len(self.masks), -1).sum(axis=1).astype(np.int64)
+        return self.compact.areas()
 
     @property
     def bboxes(self) -> np.ndarray:
         """float32 [N,4] as (x, y, w, h), COCO style; zeros for an empty mask."""
-        out = np.zeros((len(self), 4), dtype=np.float32)
-        for i, m in enumerate(self.masks):
-            rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-            if len(rows):
-                out[i] = (cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1)
-        return out
+        return self.compact.bboxes()
 
     def rles(self) -> list[bytes]:
-        return encode_masks(self.masks)
+        return self.compact.rles()
 
 
 def order_and_limit(masks: np.ndarray, scores: np.ndarray, min_area: int = 0, max_masks: int = 0) -> Segments:
@@ -124,8 +136,10 @@ class FelzenszwalbMasker:
         if self.max_masks and self.max_masks > 0:
             order = order[: self.max_masks]
         ids = ids[order]
-        masks = labels[None, :, :] == ids[:, None, None]
-        return Segments(masks, np.ones(len(ids), dtype=np.float32))
+        # The label map renumbered to the kept segments' order (-1 elsewhere): a partition needs no N masks.
+        lookup = np.full(int(labels.max(initial=0)) + 1, -1, dtype=np.int32)
+        lookup[ids] = np.arange(len(ids), dtype=np.int32)
+        return Segments.from_id_map(lookup[labels], np.ones(len(ids), dtype=np.float32))
 
     def batch(self, images: list[np.ndarray]) -> list[Segments]:
         return [self(image) for image in images]

@@ -30,7 +30,7 @@ from pipeline.command import (
     run_command,
     weights_error_of,
 )
-from pipeline.config import LABEL_MAX_SIDE, LabelJobConfig, ModelChoices, ReadConfig, WorkerConfig
+from pipeline.config import LabelJobConfig, ModelChoices, ReadConfig, WorkerConfig
 from pipeline.label_job import evaluate_dataset, label
 from pipeline.options import add_worker_flags, worker_config
 from refset import storage
@@ -52,6 +52,9 @@ def add_labelling_flags(p: argparse.ArgumentParser, index_required: bool = True)
     add("--no_fill", action="store_true",
         help="leave pixels no segment covers unlabelled instead of giving them the nearest segment's class")
     add("--overlay", action="store_true", help="also write colour overlays with a legend")
+    add("--max_side", type=int, default=ReadConfig.max_side,
+        help="working size: images are segmented and embedded with this longest side (0 = full size, unbounded "
+             "memory); label maps are written at each input's own size")
     add("--preset", default=None, help="models preset override (default: the index's own)")
     add("--cache_dir", default=None, help="where presets materialise weights")
     add("--masker", choices=("felzenszwalb", "sam"), default=None, help="masker override")
@@ -105,7 +108,7 @@ def label_config(args, class_names: list[str], inputs: tuple[str, ...] = (), out
                            visual_kind=args.visual_kind, visual_model=args.visual_model, text_kind=args.text_kind,
                            text_model=args.text_model, device=args.device, visual_batch_size=args.visual_batch_size)
     config = LabelJobConfig(index=args.index or "", inputs=inputs, output=output, request=request, models=choices,
-                            read=ReadConfig(max_side=LABEL_MAX_SIDE, max_pixels=args.max_pixels),
+                            read=ReadConfig(max_side=args.max_side, max_pixels=args.max_pixels),
                             workers=worker_config(args), overlay=args.overlay, progress=not args.no_progress)
     return config
 

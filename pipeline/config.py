@@ -30,9 +30,13 @@ AUTO_MIN_COUNT_IMAGES = 1000
 
 @dataclass(frozen=True)
 class ReadConfig:
-    """How input images are decoded (models.images.decode_image), in both jobs."""
+    """How input images are decoded (models.images.decode_image), in both jobs.
 
-    max_side: int = 1024  # longest side after decoding (0 = keep); the index job's working size
+    `max_side` is the *working size*: masks, embeddings and (in `reme label`) painting happen there, so memory per
+    image is bounded whatever the photo's size; `reme label` then upsamples its label map to each input's own size.
+    """
+
+    max_side: int = 1024  # longest side after decoding (0 = keep, unbounded memory on large photos)
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger inputs are refused from the header (decompression bombs)
 
     def validate(self) -> None:
@@ -215,10 +219,6 @@ class ModelChoices:
             raise UsageError("--visual_batch_size must be >= 1")
 
 
-# `reme label` decodes at the input's own size (0 = keep) and paints at that size.
-LABEL_MAX_SIDE = 0
-
-
 @dataclass(frozen=True)
 class LabelJobConfig:
     """Everything one labelling run needs (`reme label`; `reme evaluate` labels a benchmark with it)."""
@@ -228,7 +228,7 @@ class LabelJobConfig:
     output: str  # where label maps go, local or gs://
     request: LabelRequest  # the classes and the scoring rule
     models: ModelChoices = field(default_factory=ModelChoices)
-    read: ReadConfig = field(default_factory=lambda: ReadConfig(max_side=LABEL_MAX_SIDE))
+    read: ReadConfig = field(default_factory=ReadConfig)  # working size; label maps come out at the input's size
     workers: WorkerConfig = field(default_factory=WorkerConfig)
     overlay: bool = False  # also write colour overlays with a legend
     progress: bool = True  # a progress bar while labelling

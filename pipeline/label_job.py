@@ -1,11 +1,17 @@
 """The labelling job (`reme label`; `reme evaluate` runs it over a benchmark): Read -> Mask -> Embed -> Label ->
 Write, a Beam pipeline that reuses the index job's own steps, so labelling scales the same way:
 
-    Read    Create(uris still to do) | Reshuffle | ReadMatches | DecodeImage        (transforms.images)
+    Read    MatchAll(inputs) | name in the graph, joined with ONE listing of OUTPUT (done images are skipped)
+            | Reshuffle | decode at the working size (ReadConfig.max_side)           (transforms.label ReadTodo)
     Mask    RunInference(MaskerModelHandler)                                        (transforms.masks)
     Embed   RunInference(VisualModelHandler)                                        (transforms.embed)
     Label   RunInference(LabelModelHandler): retrieval + class scoring             (transforms.label)
-    Write   WriteImageOutputs: paint, write per-image outputs; failures -> OUTPUT/failures.parquet
+    Write   WriteImageOutputs: paint at the working size, upsample to the input's size, write its outputs;
+            failures -> OUTPUT/failures.parquet
+
+Neither the inputs nor the finished outputs are listed into the job graph or checked image by image: both are
+listings inside the pipeline, and the summary's counts are its Beam counters. A directory input means every image
+under it (subfolders too); outputs mirror each input's path relative to it (inference.outputs).
 
 Everything that can be refused is refused at launch with one line (command.UsageError), before any model work:
 class list, index (missing, corrupt, other encoder), inputs (nothing matched), output (not writable, labelled for
@@ -15,16 +21,16 @@ other classes). Images whose label map already exists are skipped (a re-run resu
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import posixpath
+import re
 import tempfile
 import time
 from dataclasses import dataclass
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -34,13 +40,14 @@ from inference.evaluate import score_predictions
 from models.config import ModelsConfig
 from models.presets import resolve_models
 from pipeline import progress
+from pipeline.build_index import metrics_of
 from pipeline.command import UsageError
 from pipeline.config import LabelJobConfig, ModelChoices
 from refset import schema, storage
 from refset.reader import ReferenceSet, encoder_mismatch
 from transforms.embed import VisualModelHandler
-from transforms.images import DecodeImage, list_inputs
-from transforms.label import LabelModelHandler, WriteImageOutputs
+from transforms.images import is_image_path
+from transforms.label import LabelModelHandler, ReadTodo, WriteImageOutputs
 from transforms.masks import MaskerModelHandler
 
 log = logging.getLogger("reme.label")
@@ -49,52 +56,64 @@ log = logging.getLogger("reme.label")
 @dataclass(frozen=True)
 class LabelJob:
     """A labelling run ready to go: its config, the index's models (with the run's choices applied; each worker
-    resolves them where it runs), and every input image with its output name."""
+    resolves them where it runs), and what the pipeline lists: patterns matched in the graph, the roots outputs are
+    named against, and (reme evaluate) the exact images wanted."""
 
     config: LabelJobConfig
     models: ModelsConfig
-    uris: tuple[str, ...]  # every input image, sorted
-    names: tuple[str, ...]  # output name of each input (same order)
+    patterns: tuple[str, ...]  # Beam match patterns (a directory is DIR/**, literal names escaped)
+    roots: tuple[str, ...]  # outputs mirror each input's path relative to the longest root it lies under
+    only: frozenset[str] | None = None  # just these paths (a benchmark's split), None = every image matched
 
     @property
     def output(self) -> str:
         return self.config.output
 
-    def todo(self) -> list[tuple[str, str]]:
-        overlay = self.config.overlay
-        return [(u, n) for u, n in zip(self.uris, self.names, strict=True) if not outputs.is_done(self.output, n, overlay)]
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Launch-time preparation: everything that can fail does so here, with one line
 # ---------------------------------------------------------------------------------------------------------
-def list_images(inputs: list[str]) -> list[str]:
-    """Image files of directories, globs and gs:// prefixes (a prefix that is no directory gets a '*')."""
-    uris = list_inputs(inputs)
-    if not uris:
-        globbed = [p + "*" for p in inputs if not any(c in p for c in "*?[") and not p.endswith("/")]
-        if globbed:
-            uris = list_inputs(globbed)
-    return uris
+MATCH_CHECK_LIMIT = 1000  # files looked at per pattern by the launch check (never a full listing)
 
 
-def output_names(uris: list[str], roots: list[str]) -> list[str]:
-    """Safe, unique output names. Inputs whose cleaned names collide keep their extension (a.jpg, a.png ->
-    a_jpg, a_png); names that still collide ("with space.jpg", "with_space.jpg") get a short hash of the URI."""
-    def root_of(uri: str) -> str:
-        matches = [r for r in roots if uri.split("://", 1)[-1].startswith(r.split("://", 1)[-1].rstrip("/") + "/")]
-        return max(matches, key=len) if matches else ""
+def glob_escape(path: str) -> str:
+    """A literal path as a Beam match pattern: '*', '?' and '[' become one-character classes ('[[]')."""
+    return re.sub(r"([*?\[])", r"[\1]", path)
 
-    def dedupe(names: list[str], rename) -> list[str]:
-        counts: dict[str, int] = {}
-        for n in names:
-            counts[n] = counts.get(n, 0) + 1
-        return [n if counts[n] == 1 else rename(n, u) for n, u in zip(names, uris, strict=True)]
 
-    names = [outputs.output_name(u, root_of(u)) for u in uris]
-    names = dedupe(names, lambda n, u: f"{n}_{outputs.output_name(posixpath.splitext(u)[1].lstrip('.')) or 'noext'}")
-    names = dedupe(names, lambda n, u: f"{n}_{hashlib.sha1(u.encode('utf-8')).hexdigest()[:8]}")
-    return names
+def input_patterns(inputs: list[str]) -> tuple[list[str], list[str]]:
+    """(match patterns, roots) of the inputs: a directory -> every file under it (DIR/**), rooted at DIR; a file
+    -> itself, rooted at its folder; a glob -> as given, rooted at its fixed directory part; anything else is a
+    prefix (gs://b/photos/2024- -> 2024-*). One check per input argument, none per image."""
+    patterns, roots = [], []
+    for given in inputs:
+        text = given.rstrip("/") or given
+        fs = storage.filesystem(text)
+        if given.endswith("/") or fs.isdir(text):
+            patterns.append(glob_escape(text) + "/**")
+            roots.append(text)
+        elif fs.isfile(text):
+            patterns.append(glob_escape(text))
+            roots.append(posixpath.dirname(text))
+        elif any(c in text for c in "*?["):
+            patterns.append(text)
+            roots.append(outputs.input_root(text))
+        else:
+            patterns.append(glob_escape(text) + "*")
+            roots.append(posixpath.dirname(text))
+    return patterns, roots
+
+
+def check_inputs_match(patterns: list[str], inputs: list[str]) -> None:
+    """Refuse inputs that match no image, looking at most MATCH_CHECK_LIMIT files per pattern."""
+    try:
+        results = FileSystems.match(patterns, limits=[MATCH_CHECK_LIMIT] * len(patterns))
+    except Exception as exc:  # noqa: BLE001 - any listing failure is the caller's input problem, in one line
+        raise UsageError(f"cannot list {', '.join(inputs)}: {type(exc).__name__}: {exc}") from exc
+    seen = [m.path for r in results for m in r.metadata_list]
+    truncated = any(len(r.metadata_list) >= MATCH_CHECK_LIMIT for r in results)
+    if not truncated and not any(is_image_path(path) for path in seen):
+        raise UsageError(f"no input matched: {', '.join(inputs)} (no image files with extensions .jpg .png ...)")
 
 
 def resolve_label_models(ref: ReferenceSet, choices: ModelChoices) -> ModelsConfig:
@@ -140,8 +159,8 @@ def check_models_against_index(ref: ReferenceSet, models: ModelsConfig) -> None:
 
 
 def prepare_job(config: LabelJobConfig, uris: list[str] | None = None) -> LabelJob:
-    """Check everything and write classes.json + run.json; `uris` (optional) are the exact images to label,
-    otherwise the config's inputs (directories, globs, prefixes) are listed."""
+    """Check everything and write classes.json + run.json; `uris` (optional) are the exact images to label (they
+    must lie under the config's inputs), otherwise every image the inputs (directories, globs, prefixes) match."""
     config.validate()
     ref = ReferenceSet.open(config.index)
     models = resolve_label_models(ref, config.models)
@@ -153,14 +172,18 @@ def prepare_job(config: LabelJobConfig, uris: list[str] | None = None) -> LabelJ
         raise UsageError(f"the index at {ref.root} was built with another visual encoder ({why}); label with "
                          "the index's own models (drop the override) or rebuild the index")
     inputs = list(config.inputs)
-    uris = sorted(uris) if uris is not None else list_images(inputs)
-    if not uris:
-        raise UsageError(f"no input matched: {', '.join(inputs)} (no image files with extensions .jpg .png ...)")
-    names = output_names(uris, [outputs.input_root(p) for p in inputs])
+    try:
+        patterns, roots = input_patterns(inputs)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot list {', '.join(inputs)}: {type(exc).__name__}: {exc}") from exc
+    if uris is not None:
+        if not uris:
+            raise UsageError(f"no input matched: {', '.join(inputs)} (no images listed)")
+    else:
+        check_inputs_match(patterns, inputs)
     output = config.output.rstrip("/")
     try:
-        storage.makedirs(output)
-        storage.remove_temp_files(output)
+        storage.makedirs(output)  # temp files of interrupted writes go when the pipeline lists OUTPUT
     except (OSError, PermissionError) as exc:
         raise UsageError(f"output {output} is not writable: {type(exc).__name__}: {exc}") from exc
     request = config.request
@@ -178,11 +201,11 @@ def prepare_job(config: LabelJobConfig, uris: list[str] | None = None) -> LabelJ
         storage.write_json(classes_path, mapping)
         storage.write_json(storage.join(output, outputs.RUN_JSON), {
             "index": config.index, "inputs": inputs, "request": dataclasses.asdict(request),
-            "background_id": request.background_id})
+            "background_id": request.background_id, "read": dataclasses.asdict(config.read)})
     except (OSError, PermissionError) as exc:
         raise UsageError(f"output {output} is not writable: {type(exc).__name__}: {exc}") from exc
-    return LabelJob(config=dataclasses.replace(config, output=output), models=models, uris=tuple(uris),
-                    names=tuple(names))
+    return LabelJob(config=dataclasses.replace(config, output=output), models=models, patterns=tuple(patterns),
+                    roots=tuple(roots), only=None if uris is None else frozenset(str(u) for u in uris))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -196,24 +219,33 @@ def write_failures(rows: list[dict], output: str) -> int:
     return len(rows)
 
 
-def build_label_pipeline(p: beam.Pipeline, job: LabelJob, todo: list[str]) -> None:
+def build_label_pipeline(p: beam.Pipeline, job: LabelJob) -> None:
     config, models = job.config, job.models
     workers = config.workers
     shared = {"torch_threads": workers.torch_threads, "large_model": workers.large_model,
               "model_copies": workers.model_copies}
+    every = progress.poll_interval(config.output)
+    todo_dir, written_dir = progress_dirs(config.output)
+    count_todo = progress.CountToFiles(todo_dir, every) if config.progress else None
+    read = p | "Read" >> ReadTodo(job.patterns, job.roots, config.output, config.overlay, config.read.max_side,
+                                  config.read.max_pixels, job.only, count_todo)
     written = (
-        p
-        | "Read" >> (beam.Create(todo) | "Reshuffle" >> beam.Reshuffle() | "ReadMatches" >> fileio.ReadMatches()
-                     | "Decode" >> beam.ParDo(DecodeImage(1, config.read.max_side, config.read.max_pixels)))
+        read["items"]
         | "Mask" >> RunInference(MaskerModelHandler(models, max_batch_size=workers.mask_batch_size, **shared))
         | "Embed" >> RunInference(VisualModelHandler(models, max_batch_size=models.visual.batch_size, **shared))
         | "Label" >> RunInference(LabelModelHandler(config.index, config.request, models,
                                                     max_batch_size=workers.label_batch_size, **shared))
-        | "Write" >> beam.ParDo(WriteImageOutputs(config.output, dict(zip(job.uris, job.names, strict=True)),
-                                                  config.request, config.overlay))
+        | "Write" >> beam.ParDo(WriteImageOutputs(config.output, config.request, config.overlay))
     )
+    if config.progress:  # the bar's count: images written, summed by the launcher
+        (
+            written
+            | "Written" >> beam.Filter(lambda item: item.get("failure") is None)
+            | "CountWritten" >> beam.ParDo(progress.CountToFiles(written_dir, every))
+        )
     (
-        written
+        (written, read["refused"])
+        | "AllItems" >> beam.Flatten()
         | "Failed" >> beam.Filter(lambda item: item.get("failure") is not None)
         | "FailureRows" >> beam.Map(lambda item: item["failure"])
         | "AllFailures" >> beam.combiners.ToList()
@@ -221,41 +253,52 @@ def build_label_pipeline(p: beam.Pipeline, job: LabelJob, todo: list[str]) -> No
     )
 
 
-def labelling_progress(job: LabelJob, todo: list[tuple[str, str]], enabled: bool):
-    """The labelling bar (pipeline.progress), fed by counting the finished label maps in OUTPUT: the same for every
-    runner and process layout."""
-    names = [n for _, n in todo]
+PROGRESS_DIR = f"{storage.TMP_PREFIX}progress"  # under OUTPUT; no input can be named so (outputs.UnsafeName)
 
-    def count() -> int:
-        done = {posixpath.basename(p)[:-4] for p in storage.listdir(job.output) if p.endswith(".png")}
-        return sum(1 for n in names if n in done)
 
-    bar = progress.Progress("labelling", len(todo), enabled=enabled and len(todo) > 0)
-    return progress.polled(bar, count, progress.poll_interval(job.output))
+def progress_dirs(output: str) -> tuple[str, str]:
+    """Where the workers count (progress.CountToFiles) the images to do and the images written."""
+    return storage.join(output, PROGRESS_DIR, "todo"), storage.join(output, PROGRESS_DIR, "written")
 
 
 def run_job(job: LabelJob, beam_args: list[str] | None = None) -> dict:
-    """Run the labelling pipeline for the images not yet done; returns a summary (counts, failures)."""
+    """Run the labelling pipeline (it skips the images already done); returns a summary (counts, failures).
+
+    The counts are the pipeline's Beam counters: images listed, skipped as done, written; failures are read back
+    from OUTPUT/failures.parquet. No file is checked image by image. The progress bar sums what the workers count
+    (pipeline.progress): its total appears once the pipeline has listed and joined the inputs.
+    """
     failures_path = storage.join(job.output, outputs.FAILURES)
     if storage.exists(failures_path):  # failures are re-tried: the list describes the latest run
         storage.filesystem(failures_path).rm(failures_path)
-    todo = job.todo()
+    progress_root = storage.join(job.output, PROGRESS_DIR)
+    progress.remove_counts(progress_root)  # an interrupted run's counts are not this run's
+    todo_dir, written_dir = progress_dirs(job.output)
+    bar = progress.Progress("labelling", None, enabled=job.config.progress)
+
+    def measure() -> int:
+        bar.set_total(progress.sum_counts(todo_dir))
+        return progress.sum_counts(written_dir)
+
     start = time.perf_counter()
-    if todo:
-        options = PipelineOptions(list(beam_args or []), save_main_session=False)
-        with labelling_progress(job, todo, job.config.progress):
+    options = PipelineOptions(list(beam_args or []), save_main_session=False)
+    try:
+        with progress.polled(bar, measure, progress.poll_interval(job.output)):
             with beam.Pipeline(options=options) as p:
-                build_label_pipeline(p, job, [u for u, _ in todo])
+                build_label_pipeline(p, job)
+    finally:
+        progress.remove_counts(progress_root)
+    counts = metrics_of(getattr(p, "result", None))
     failures = []
     if storage.exists(failures_path):
         failures = storage.read_parquet(failures_path).to_pylist()
-    done = sum(1 for n in job.names if storage.exists(outputs.label_map_path(job.output, n)))
+    skipped, labelled = counts.get("label_skipped_done", 0), counts.get("label_written", 0)
     return {
-        "inputs": len(job.uris),
-        "skipped_done": len(job.uris) - len(todo),
-        "labelled": len(todo) - len(failures),
+        "inputs": counts.get("label_inputs", 0),
+        "skipped_done": skipped,
+        "labelled": labelled,
         "failed": len(failures),
-        "done": done,
+        "done": skipped + labelled,
         "failures": failures,
         "seconds": round(time.perf_counter() - start, 3),
         "output": job.output,

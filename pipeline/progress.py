@@ -86,6 +86,16 @@ class Progress:
             self._print_line(self._line())
 
     # --- counts ---------------------------------------------------------------------------------------------
+    def set_total(self, total: int | None) -> None:
+        """A total learnt while the stage runs (the labelling job lists its inputs inside its pipeline)."""
+        with self.lock:
+            if self.closed or not total or total == self.total:
+                return
+            self.total = int(total)
+            if self.bar is not None:
+                self.bar.total = self.total
+                self.bar.refresh()
+
     def set(self, done: int) -> None:
         """The absolute count so far (counts never go back; one above the total is capped at it)."""
         with self.lock:

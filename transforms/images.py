@@ -11,12 +11,10 @@ import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
-from models.images import DEFAULT_MAX_PIXELS, decode_image
+from models.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, decode_image_sized
 from refset import storage
 from refset.staging import shard_of
 from transforms.failures import failure_row
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def is_image_path(path: str) -> bool:
@@ -56,7 +54,8 @@ def list_inputs(patterns: list[str]) -> list[str]:
 # Beam shells
 # ---------------------------------------------------------------------------------------------------------
 class DecodeImage(beam.DoFn):
-    """ReadableFile -> item {uri, shard, image, width, height}; unreadable/undecodable -> item with a failure row."""
+    """ReadableFile -> item {uri, shard, image, width, height, source_width, source_height}: the image at the working
+    size, and the input's own upright size; unreadable/undecodable -> item with a failure row."""
 
     def __init__(self, num_shards: int, max_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.num_shards, self.max_side, self.max_pixels = num_shards, max_side, max_pixels
@@ -74,14 +73,16 @@ class DecodeImage(beam.DoFn):
             yield item
             return
         try:
-            image = decode_image(data, self.max_side, self.max_pixels)
+            decoded = decode_image_sized(data, self.max_side, self.max_pixels)
         except Exception as exc:
             item["failure"] = failure_row(uri, "decode", exc)
             self.decode_failed.inc()
             yield item
             return
         self.images_read.inc()
-        item.update(image=image, height=int(image.shape[0]), width=int(image.shape[1]))
+        image = decoded.pixels
+        item.update(image=image, height=int(image.shape[0]), width=int(image.shape[1]),
+                    source_height=decoded.source_height, source_width=decoded.source_width)
         yield item
 
 

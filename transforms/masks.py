@@ -16,22 +16,27 @@ from models.maskers import Segments, build_masker
 from transforms.handlers import ItemModelHandler
 
 
-def segment_fields(masks: np.ndarray, scores: np.ndarray, min_area: int) -> dict:
-    """bool [N,H,W] masks -> the item fields every later step reads (dense masks are not kept).
+def segment_fields(masks, scores: np.ndarray, min_area: int) -> dict:
+    """Segments -> the item fields every later step reads (dense masks are not kept). `masks`: bool [N,H,W], or
+    the masker's `Segments` (then `scores` is ignored).
 
     `keep`: the segments that pass the minimum area; `to_embed`: the segments the Embed step will embed (all the
-    kept ones, until the Pair step narrows them to the paired ones).
+    kept ones, until the Pair step narrows them to the paired ones). `segment_map` (only for maskers that partition
+    the image): int32 [H,W] segment index per pixel, -1 = none, so later steps need no N x H x W masks.
     """
-    segments = Segments(masks, scores)
+    segments = masks if isinstance(masks, Segments) else Segments(masks, scores)
     areas = segments.areas
     keep = areas >= max(int(min_area), 1)
-    return {
+    fields = {
         "rles": segments.rles(),
         "areas": areas,
         "bboxes": segments.bboxes,
         "keep": keep,
         "to_embed": np.flatnonzero(keep),
     }
+    if segments.id_map is not None:
+        fields["segment_map"] = segments.id_map
+    return fields
 
 
 class MaskerModelHandler(ItemModelHandler):
@@ -46,4 +51,4 @@ class MaskerModelHandler(ItemModelHandler):
         min_area = self.models.masker.min_area
         for item in items:
             segments = masker(item["image"])
-            item.update(segment_fields(segments.masks, segments.scores, min_area))
+            item.update(segment_fields(segments, None, min_area))

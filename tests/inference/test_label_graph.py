@@ -19,10 +19,12 @@ def test_dataflow_graph_serialises():
         "--temp_location", "gs://bucket/tmp", "--setup_file", str(REPO / "setup.py")])
     config = LabelJobConfig(index="gs://bucket/ref", inputs=("gs://bucket/in",), output="gs://bucket/out",
                             request=LabelRequest(("cat", "dog")))
-    job = LabelJob(config=config, models=ModelsConfig(), uris=("gs://bucket/in/a.jpg",), names=("a",))
+    job = LabelJob(config=config, models=ModelsConfig(), patterns=("gs://bucket/in/**",), roots=("gs://bucket/in",))
     pipeline = beam.Pipeline(options=options)
-    build_label_pipeline(pipeline, job, list(job.uris))
+    build_label_pipeline(pipeline, job)
     proto = pipeline.to_runner_api()  # pickles every DoFn and ModelHandler, as submission does
     names = {t.unique_name for t in proto.components.transforms.values()}
     assert {"Read", "Mask", "Embed", "Label", "Write", "WriteFailures"} <= names
+    # Inputs and finished outputs are listed in the pipeline, not carried in the graph.
+    assert {"Read/List/Match", "Read/ListFinished", "Read/JoinByName", "Read/Reshuffle"} <= names
     assert len(proto.SerializeToString()) > 0

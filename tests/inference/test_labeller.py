@@ -92,13 +92,13 @@ def test_label_and_write_steps_isolate_a_broken_item(ref, tmp_path):
     items = []
     for i, uri in enumerate(uris):
         emb = np.stack([centres[0]] * 3) if i != 1 else np.ones((3, 5))  # wrong dim for item 1
-        items.append({"uri": uri, "image": np.zeros((6, 6, 3), np.uint8), "height": 6, "width": 6,
+        items.append({"uri": uri, "name": f"img{i}", "image": np.zeros((6, 6, 3), np.uint8), "height": 6, "width": 6,
                       "rles": encode_masks(masks), "keep": np.ones(3, bool), "to_embed": np.arange(3),
                       "visual": emb, "failure": None})
     items.append({"uri": "/in/bad.png", "failure": {"uri": "/in/bad.png", "stage": "decode",
                                                       "error_type": "ImageDecodeError", "message": "x"}})
     labelled = list(handler.run_inference(items, Labeller(reference, np.eye(2, 4), request)))
-    writer = WriteImageOutputs(str(tmp_path / "out"), {u: f"img{i}" for i, u in enumerate(uris)}, request, False)
+    writer = WriteImageOutputs(str(tmp_path / "out"), request, False)
     written = [out for item in labelled for out in writer.process(item)]
     failed = [(item["uri"], item["failure"]["stage"]) for item in written if item["failure"] is not None]
     assert failed == [(uris[1], "label"), ("/in/bad.png", "decode")]

@@ -1,6 +1,10 @@
 import numpy as np
 
-from inference.paint import paint, winning_segment
+from inference.labeller import LabelRequest, paint_image
+from inference.paint import paint, upsample_nearest, winning_segment
+from inference.scoring import Decision
+from models.rle import encode_masks
+from models.segment_masks import SegmentMasks
 
 
 def naive_paint(masks, class_ids, confidences, ignore_value=255, fill_uncovered=True):
@@ -105,3 +109,60 @@ def test_agrees_with_naive_reference_on_random_overlapping_masks():
             d = ((cov - [y, x]) ** 2).sum(1)
             allowed = {classes[slow_winner[cy, cx]] for cy, cx in cov[d == d.min()]}
             assert fast[y, x] in allowed, (trial, y, x)
+
+
+def _random_overlapping(rng, h, w, n):
+    masks = np.zeros((n, h, w), bool)
+    for i in range(n):
+        y0, x0 = rng.integers(0, h - 1), rng.integers(0, w - 1)
+        masks[i, y0:y0 + rng.integers(1, h), x0:x0 + rng.integers(1, w)] = True
+    return masks
+
+
+def test_compact_rle_segments_paint_like_the_naive_reference():
+    """SAM-like overlapping masks carried as RLE (never stacked) take the pixels the per-pixel reference gives."""
+    rng = np.random.default_rng(5)
+    for trial in range(12):
+        h, w, n = rng.integers(5, 14), rng.integers(5, 14), rng.integers(1, 7)
+        masks = _random_overlapping(rng, h, w, n)
+        conf = rng.integers(0, 3, size=n) / 2.0
+        compact = SegmentMasks.from_rles(encode_masks(masks), h, w)
+        _, slow_winner = naive_paint(masks, rng.integers(0, 5, size=n), conf)
+        np.testing.assert_array_equal(winning_segment(compact, conf, fill_uncovered=False), slow_winner, str(trial))
+
+
+def test_a_partition_is_its_own_winner_map_and_holes_take_the_nearest_segment():
+    id_map = np.array([[0, 0, -1, 1, 1], [0, -1, -1, -1, 1]], np.int32)
+    compact = SegmentMasks.from_id_map(id_map, 2)
+    np.testing.assert_array_equal(winning_segment(compact, np.array([0.1, 0.9]), fill_uncovered=False), id_map)
+    filled = paint(compact, np.array([3, 7]), np.array([0.1, 0.9]))
+    assert filled[0].tolist() == [3, 3, filled[0, 2], 7, 7] and filled[0, 2] in (3, 7)
+    assert filled[1].tolist()[:2] == [3, 3] and filled[1].tolist()[3:] == [7, 7]
+
+
+def test_upsampling_takes_the_working_pixel_with_the_nearest_centre():
+    rng = np.random.default_rng(6)
+    for _ in range(20):
+        h, w = rng.integers(1, 9, size=2)
+        height, width = rng.integers(1, 40, size=2)
+        small = rng.integers(0, 250, size=(h, w)).astype(np.uint8)
+        big = upsample_nearest(small, int(height), int(width))
+        assert big.shape == (height, width) and big.dtype == np.uint8
+        for y in range(height):
+            for x in range(width):
+                # Distances between pixel centres in the image's own [0, 1] coordinates (brute force).
+                dy = np.abs((np.arange(h) + 0.5) / h - (y + 0.5) / height)
+                dx = np.abs((np.arange(w) + 0.5) / w - (x + 0.5) / width)
+                rows, cols = np.flatnonzero(dy <= dy.min() + 1e-12), np.flatnonzero(dx <= dx.min() + 1e-12)
+                assert big[y, x] in {small[r, c] for r in rows for c in cols}
+
+
+def test_paint_image_paints_at_the_working_size_and_writes_at_the_input_size():
+    id_map = np.zeros((4, 6), np.int32)
+    id_map[:, 3:] = 1
+    request = LabelRequest(("a", "b"))
+    labels = paint_image(SegmentMasks.from_id_map(id_map, 2), Decision(np.array([0, 1]), np.array([0.5, 0.5])),
+                         request, size=(40, 60))
+    assert labels.working_map.shape == (4, 6) and labels.label_map.shape == (40, 60)
+    assert (labels.label_map[:, :30] == 0).all() and (labels.label_map[:, 30:] == 1).all()
+    np.testing.assert_array_equal(labels.areas, [12, 12])  # areas stay at the working size

@@ -167,3 +167,22 @@ def test_worker_counts_are_summed_by_the_launcher(tmp_path):
 @pytest.mark.parametrize("path, seconds", [("/tmp/out", 0.5), ("gs://b/out", 10.0)])
 def test_poll_interval(path, seconds):
     assert progress.poll_interval(path) == seconds
+
+
+def test_a_total_learnt_while_running_shows_from_then_on():
+    """The labelling job lists its inputs inside the pipeline: its bar starts without a total and gets one."""
+    stream, clock = io.StringIO(), FakeClock()
+    bar = Progress("labelling", None, stream=stream, interval=10.0, clock=clock)
+    clock.now += 11
+    bar.set(3)
+    bar.set_total(0)  # nothing counted yet: no total
+    bar.set_total(40)
+    clock.now += 11
+    bar.set(10)
+    clock.now += 20
+    bar.set(40)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "labelling: 0 images" and lines[1].startswith("labelling: 3 images, ")
+    assert lines[2].startswith("labelling: 10/40 images (25.0%), ") and "eta" in lines[2]
+    assert lines[-1].startswith("labelling: 40/40 images (100.0%), ") and "done in" in lines[-1]

@@ -151,17 +151,32 @@ ADVERSARIAL = [
 ]
 
 
+# Inputs whose path cannot name an output under the rule (stems verbatim; only separators, control characters, the
+# temp-file prefix and over-long parts are refused): each is refused with a one-line reason, never renamed.
+REFUSED = {"/data/a\\..\\..\\evil.jpg", "/data/" + "x" * 400 + ".jpg", "/data/nul\x00byte.jpg", "/data/.tmp-photo.jpg",
+           "/data/.."}
+
+
 @pytest.mark.parametrize("uri", ADVERSARIAL)
 @pytest.mark.parametrize("root", ["", "/data", "/data/sub"])
 def test_output_names_cannot_escape_the_output_directory(uri, root):
     from inference import outputs
     from refset import storage
 
-    name = outputs.output_name(uri, root)
-    assert name and "/" not in name and "\\" not in name and "\x00" not in name
-    assert not name.startswith("."), name  # not hidden, never storage's temp prefix
-    assert len(name.encode("utf-8")) <= 240  # fits a file name with its extension (255-byte limit)
+    [name] = outputs.output_names([uri], [root])
+    if uri in REFUSED:
+        assert name is None
+        with pytest.raises(outputs.UnsafeName) as info:
+            outputs.collision_key(uri, [root])
+        assert "\n" not in str(info.value)
+        return
+    assert name and not name.startswith("/")
+    for part in name.split("/"):
+        assert part not in ("", ".", "..") and "\\" not in part and "\x00" not in part, name
+        assert not part.startswith(storage.TMP_PREFIX), name  # never taken for a temporary file
+        assert len(part.encode("utf-8")) <= 255 - len(".parquet")  # fits a file name with its extension
     for path in (outputs.label_map_path("/out", name), outputs.overlay_path("/out", name),
                  outputs.segments_path("/out", name), storage.join("gs://b/out", name + ".png")):
         normal = posixpath.normpath(path.split("://", 1)[-1])
         assert normal.startswith(("/out/", "b/out/")), (uri, path)
+        assert normal == path.split("://", 1)[-1], path  # nothing for normpath to resolve: no '..' or '.' parts
