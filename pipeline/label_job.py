@@ -31,7 +31,7 @@ from inference.datasets import load_dataset
 from inference.evaluate import score_predictions
 from inference.labeller import Labeller, LabelRequest
 from models.config import ModelsConfig
-from models.presets import resolve_models
+from models.presets import preset_refusal, resolve_models
 from models.text import build_text_encoder
 from refset import schema, storage
 from refset.reader import ReferenceSet, encoder_mismatch
@@ -128,7 +128,10 @@ def resolve_label_models(ref: ReferenceSet, overrides: dict) -> ModelsConfig:
         visual, text = dataclasses.replace(visual, device=device), dataclasses.replace(text, device=device)
     if overrides.get("visual_batch_size"):
         visual = dataclasses.replace(visual, batch_size=overrides["visual_batch_size"])
-    return dataclasses.replace(models, visual=visual, text=text)
+    models = dataclasses.replace(models, visual=visual, text=text)
+    if refusal := preset_refusal(models):  # a preset never silently replaces a model setting
+        raise LabelJobError(refusal)
+    return models
 
 
 def check_models_against_index(ref: ReferenceSet, models: ModelsConfig) -> None:

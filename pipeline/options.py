@@ -23,6 +23,7 @@ from models.config import (
     TextEncoderConfig,
     VisualEncoderConfig,
 )
+from models.presets import preset_refusal
 from refset import storage
 from refset.index import parse_memory
 from transforms.group_filter import GroupFilterConfig
@@ -189,6 +190,8 @@ def validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argpa
         parse_memory(args.memory_budget)
     except (ImportError, ValueError) as exc:
         parser.error(f"--memory_budget: {exc}")
+    if refusal := preset_refusal(models_config(args)):  # a preset never silently replaces a model setting
+        parser.error(refusal)
     return args
 
 
