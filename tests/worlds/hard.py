@@ -19,6 +19,8 @@ What makes it hard, on purpose:
   The base train images are byte-identical whatever `imbalance` is.
 - *textures*: bricks, windows, waves, ripples, grass streaks, asphalt speckle; Felzenszwalb cuts them into many
   superpixels, each of which must be labelled on its own.
+- *label noise* (optional): `label_noise=p` relabels a share p of the train split's class regions to a wrong
+  class (listed in world.json), as captions or careless annotation would; the group filter is measured on it.
 
 Judging a method, not tuning to the world: `make_world(root, seed, ...)` gives independent worlds per seed (dev
 seeds: `DEV_SEEDS`), and `HELD_OUT` is a variant (another seed, shifted colours, larger textures, smaller
@@ -28,6 +30,7 @@ objects, more noise) to be evaluated only once a method has been chosen on the d
     world = make_world(tmp / "w", seed=0, n_train=48, n_test=24)              # world.train, world.test: dirs
     world = make_world(tmp / "w10", seed=0, n_train=48, n_test=24, imbalance=10)
     held = make_world(tmp / "held", **HELD_OUT, n_train=48, n_test=24)
+    noisy = make_world(tmp / "noisy", seed=0, label_noise=0.3)   # 30% of train regions relabelled wrongly
 
 The index job reads a split with `--label_source annotations --annotations <world.train> --ignore_index 255`;
 `reme evaluate --dataset folder <world.test>` scores label maps against the test split.
@@ -92,19 +95,28 @@ class World:
     style: Style
     extra_images: int  # imbalance scenes added to train (sky only, the rest IGNORE)
     classes: tuple[str, ...] = field(default=CLASSES)
+    flipped: list[tuple[str, str, str]] = field(default_factory=list)  # label noise: (stem, true, given)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Public entry point
 # --------------------------------------------------------------------------------------------------------------
 def make_world(root, seed: int = 0, n_train: int = 48, n_test: int = 24, imbalance: float = 1.0,
-               style: Style = DEFAULT_STYLE) -> World:
-    """Write a world's train and test splits under `root` (deterministic in seed, sizes and style)."""
+               style: Style = DEFAULT_STYLE, label_noise: float = 0.0) -> World:
+    """Write a world's train and test splits under `root` (deterministic in seed, sizes and style).
+
+    label_noise: the share of the train split's class regions (segments, as the annotations source makes them)
+    relabelled to a wrong class, one not present in that image, chosen by quota; the flips are listed in
+    world.json ("flipped": [stem, true class, given class]). The test split is never noisy.
+    """
     if imbalance < 1:
         raise ValueError(f"imbalance must be >= 1, got {imbalance}")
+    if not 0 <= label_noise < 1:
+        raise ValueError(f"label_noise must be in [0, 1), got {label_noise}")
     root = Path(root)
     train = write_split(root / "train", seed, "train", n_train, style)
     test = write_split(root / "test", seed, "test", n_test, style)
+    flipped = _add_label_noise(train, seed, label_noise) if label_noise else []
     frequent = CLASSES.index(FREQUENT)
     holding = sum(1 for p in sorted((train / "labels").glob("*.png")) if (_read(p) == frequent).any())
     extra = int(round((imbalance - 1.0) * holding))
@@ -114,8 +126,29 @@ def make_world(root, seed: int = 0, n_train: int = 48, n_test: int = 24, imbalan
         _save(train, f"extra{i:05d}", image, label)
     (root / "world.json").write_text(json.dumps({
         "seed": seed, "n_train": n_train, "n_test": n_test, "imbalance": imbalance, "extra_images": extra,
-        "style": asdict(style), "classes": list(CLASSES), "frequent": FREQUENT, "ignore": IGNORE}, indent=1))
-    return World(root, train, test, seed, imbalance, style, extra)
+        "label_noise": label_noise, "style": asdict(style), "classes": list(CLASSES), "frequent": FREQUENT,
+        "ignore": IGNORE, "flipped": flipped}, indent=1))
+    return World(root, train, test, seed, imbalance, style, extra, flipped=flipped)
+
+
+def _add_label_noise(split: Path, seed: int, share: float) -> list[tuple[str, str, str]]:
+    """Relabel round(share x regions) class regions of the base train images to a class absent from the image."""
+    paths = sorted((split / "labels").glob("*.png"))
+    maps = [_read(p).copy() for p in paths]
+    regions = [(i, int(c)) for i, m in enumerate(maps) for c in np.unique(m) if c != IGNORE]
+    rng = np.random.default_rng([seed, _SPLITS["train"], 2_000_000])
+    chosen = sorted(regions[j] for j in rng.permutation(len(regions))[: int(round(share * len(regions)))])
+    flipped = []
+    for i, true in chosen:
+        absent = [c for c in range(len(CLASSES)) if not (maps[i] == c).any()]
+        if not absent:
+            continue
+        given = int(rng.choice(absent))
+        maps[i][maps[i] == true] = given
+        flipped.append((paths[i].stem, CLASSES[true], CLASSES[given]))
+    for path, label in zip(paths, maps, strict=True):
+        Image.fromarray(label, mode="L").save(path)
+    return flipped
 
 
 _SPLITS = {"train": 0, "test": 1, "extra": 2}
