@@ -19,6 +19,7 @@ split by the real index job (annotations source, tiny-random preset) and the tes
     python -m bench.quality                                   # dev seeds 0,1,2 (about 20 min on 2 cores)
     python -m bench.quality --held_out                        # the held-out variant, once a rule is chosen
     python -m bench.quality --seeds 0 --n_train 24 --n_test 8 --skip synonyms,label_noise   # quick
+    python -m bench.quality --workdir W --ks 1-32      # every k; a second run in W reuses its reference sets
 
 Rules compared: "neighbours" (the first rule, softmax(sim/0.1) votes), "per_label" (the default, m=2),
 "per_label_m1" (each label's nearest segment only: the k=1 decision at every k), "prototype" (one figure, k-independent).
@@ -96,6 +97,19 @@ def end_to_end(ref: Path, test: Path, work: Path) -> dict:
             "per_class_iou": result["per_class_iou"], "images": result["images"]}
 
 
+def reference(train: Path, out: Path, cache: str, *extra: str) -> Path:
+    """A reference set from the index job, reused when --workdir already holds it (re-running sweeps only)."""
+    return out if (out / "manifest.json").is_file() else build_reference(train, out, cache, *extra)
+
+
+def parse_ks(text: str) -> list[int]:
+    """"1,2,4" or "1-32"."""
+    if "-" in text:
+        lo, hi = (int(v) for v in text.split("-"))
+        return list(range(lo, hi + 1))
+    return [int(k) for k in text.split(",")]
+
+
 def run_world(tag: str, seed: int, style, args, work: Path, cache: str) -> dict:
     """Every figure for one world; returns the numbers the summary needs."""
     figures: dict = {"seed": seed, "world": tag}
@@ -107,7 +121,7 @@ def run_world(tag: str, seed: int, style, args, work: Path, cache: str) -> dict:
           "test_images": args.n_test, "frequent_over_rarest_segments": round(seg["sky"] / min(seg.values()), 2),
           "frequent_over_rarest_pixels": round(pix["sky"] / min(pix.values()), 1),
           "largest_object_share": round(max(v["max"] for v in hard.object_stats(world.test).values()), 4)})
-    ref_dir = build_reference(world.train, root / "x1" / "ref", cache)
+    ref_dir = reference(world.train, root / "x1" / "ref", cache)
     e2e = end_to_end(ref_dir, world.test, root / "x1")
     emit({"figure": "end_to_end", "world": tag, "seed": seed, **e2e})
     figures["end_to_end"] = e2e["mIoU"]
@@ -125,7 +139,7 @@ def run_world(tag: str, seed: int, style, args, work: Path, cache: str) -> dict:
 
     if "imbalance" not in args.skip:
         heavy = hard.make_world(root / "x10", seed, args.n_train, args.n_test, imbalance=args.imbalance, style=style)
-        ref10 = ReferenceSet.open(str(build_reference(heavy.train, root / "x10" / "ref", cache)))
+        ref10 = ReferenceSet.open(str(reference(heavy.train, root / "x10" / "ref", cache)))
         skewed = sweep(ref10, feats, text, ks)
         figures["imbalance"] = skewed
         emit({"figure": "imbalance", "world": tag, "seed": seed, "imbalance": args.imbalance,
@@ -139,7 +153,7 @@ def run_world(tag: str, seed: int, style, args, work: Path, cache: str) -> dict:
     if "label_noise" not in args.skip:
         noisy = hard.make_world(root / "noisy", seed, args.n_train, args.n_test, style=style,
                                 label_noise=args.label_noise)
-        refn = ReferenceSet.open(str(build_reference(noisy.train, root / "noisy" / "ref", cache)))
+        refn = ReferenceSet.open(str(reference(noisy.train, root / "noisy" / "ref", cache)))
         noise = sweep(refn, feats, text, ks)
         figures["label_noise"] = noise
         emit({"figure": "label_noise", "world": tag, "seed": seed, "label_noise": args.label_noise,
@@ -149,8 +163,8 @@ def run_world(tag: str, seed: int, style, args, work: Path, cache: str) -> dict:
 
     if "synonyms" not in args.skip:
         minilm = minilm_dir()
-        refs = build_reference(world.train, root / "x1" / "ref-minilm", cache, "--text_kind", "sentence",
-                               "--text_model", minilm)
+        refs = reference(world.train, root / "x1" / "ref-minilm", cache, "--text_kind", "sentence",
+                         "--text_model", minilm)
         sentence = build_text_encoder(TextEncoderConfig(kind="sentence", model_id=minilm, device="cpu"))
         synonyms = tuple(hard.SYNONYMS[c] for c in hard.CLASSES)
         row = {"figure": "synonyms", "world": tag, "seed": seed, "k": 16, "synonyms_asked": list(synonyms)}
@@ -171,7 +185,7 @@ def summarise(tag: str, results: list[dict], args) -> None:
         return np.mean(vals, axis=0) if vals else None
 
     new, old = mean("k_sweep", "per_label"), mean("k_sweep", "neighbours")
-    k1 = mean("k_sweep", "neighbours")[0] if 1 in ks else None
+    k1 = mean("k_sweep", "neighbours")[ks.index(1)] if 1 in ks else None
     proto = float(np.mean([r["k_sweep"]["prototype"] for r in results]))
     baseline = max(k1 if k1 is not None else -1.0, proto)
     row = {"figure": "summary", "world": tag, "seeds": [r["seed"] for r in results], "k": ks,
@@ -201,13 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--held_out", action="store_true", help="evaluate the held-out variant instead (run it last)")
     ap.add_argument("--n_train", type=int, default=64)
     ap.add_argument("--n_test", type=int, default=32)
-    ap.add_argument("--ks", default=",".join(map(str, KS)))
+    ap.add_argument("--ks", default=",".join(map(str, KS)), help='k values: "1,2,4" or a range "1-32"')
     ap.add_argument("--imbalance", type=float, default=10.0)
     ap.add_argument("--label_noise", type=float, default=0.05)
     ap.add_argument("--skip", default="", help="comma list of: imbalance,label_noise,synonyms")
-    ap.add_argument("--workdir", default=None, help="keep the worlds and reference sets here (default: a temp dir)")
+    ap.add_argument("--workdir", default=None,
+                    help="keep the worlds and reference sets here, and reuse those already built (default: a temp dir)")
     args = ap.parse_args(argv)
-    args.ks = [int(k) for k in args.ks.split(",")]
+    args.ks = parse_ks(args.ks)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

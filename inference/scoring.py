@@ -17,12 +17,22 @@ or a hundredth segment, and one stray segment cannot carry a label. Each label g
 still see it); a class collects the probability of all its labels ("man", "woman" -> person). The temperature is
 the spread of the segment's own neighbour similarities, so the rule does not depend on the encoder's scale.
 
-Chosen by measurement (bench/quality.py, the hard world of tests/worlds/hard.py, 3 seeds, tiny-random encoders;
-mIoU %): the neighbour-weighted rule below fell from 51.7 at k=1 to 43.0 at k=16 and 38.9 at k=32, and lost a
-further 1.9 at k=16 when sky became 10x as frequent; prototypes scored 43.7. The per-label rule scores 51.0-51.7
-at every k from 1 to 32 and moves by <= 1.0 at 10x imbalance. With the nearest segment alone (m = 1, i.e. k = 1)
-5% wrong reference labels cost 6 points; with m = 2 they cost 0.4 (k=16). Class-balanced votes (kernel votes
-divided by label counts) and per-label maximum similarity were measured too (notes in bench/quality.py).
+Chosen by measurement (`python -m bench.quality`: the hard world of tests/worlds/hard.py, dev seeds 0-2, 64 train /
+32 test images, GT reference sets built by the index job, tiny-random encoders; mIoU %, mean of 3 seeds):
+
+    k                           1     2     4     8     16    32
+    neighbours (tau 0.1)       51.7  45.7  47.9  44.4  43.0  38.9     prototype 43.7
+    per_label (m=2, default)   51.7  51.7  51.1  51.4  51.0  51.0
+    per_label m=1              51.7 at every k (its decision is the nearest segment's label, i.e. k=1)
+    fall at 10x sky:           neighbours up to 1.9 (4.6 at k=32 on seed 0), per_label <= 1.0, m=1 0.5
+    5% of train regions relabelled wrongly: m=1 47.3 at every k; per_label 51.1 at k=16; neighbours 43.8
+
+With a perfectly clean reference set the nearest segment alone (m=1) is best, by up to 0.8; one wrong
+reference label next to a segment then decides it, which costs m=1 4.4 points at 5% label noise and m=2 none.
+Real reference sets carry label noise (captions, annotation slips, what the group filter misses), so the default
+is m=2. Also measured and not chosen: class-balanced kernel votes (votes divided by the label's count, bandwidth
+fitted to the neighbour similarities) 0.5-3.8 below k=1 on the clean set; the same without the division lost up
+to 3.0 at 10x; per-label means of the top 3 lost up to 1.7 on the clean set.
 
 Neighbour-weighted rule ("neighbours", the first rule, kept for comparison): with w = softmax(sim / tau) over the
 k neighbours, score[s, c] = sum_j w_j * T[l_j, c]. Frequent labels outvote rare ones among the neighbours.
