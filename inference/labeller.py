@@ -103,6 +103,7 @@ class Labeller:
         # Index rows -> rows of labels.parquet (= rows of T); -1 for a row whose label is unknown.
         self.position_rows = reference.position_label_rows()
         self.prototypes = None
+        self.label_to_class = scoring.label_classes(self.table)  # per_label: each label's best class, once
         if request.strategy == "prototype":
             self.prototypes = scoring.class_prototypes(
                 reference.label_visual_means(), reference.label_counts, self.table, request.labels_per_class)
@@ -124,7 +125,8 @@ class Labeller:
         """[S, C'] class scores from retrieved neighbours (similarities [S, k], rows of T [S, k], -1 = none)."""
         if self.request.strategy == "neighbours":
             return scoring.neighbour_scores(sims, label_rows, self.table, self.request.tau)
-        return scoring.per_label_scores(sims, label_rows, self.table, self.request.segments_per_label)
+        return scoring.per_label_scores(sims, label_rows, self.table, self.request.segments_per_label,
+                                        self.label_to_class)
 
     def decide(self, scores: np.ndarray) -> scoring.Decision:
         r = self.request
