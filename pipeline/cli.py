@@ -45,6 +45,8 @@ def add_labelling_flags(p: argparse.ArgumentParser, index_required: bool = True)
     add("--index", required=index_required, help="reference set directory (local or gs://)")
     add("--strategy", choices=STRATEGIES, default=LabelRequest.strategy, help="how segments score the classes")
     add("--k", type=int, default=LabelRequest.k, help="reference segments retrieved per query segment")
+    add("--segments_per_label", type=int, default=LabelRequest.segments_per_label,
+        help="per_label: a reference label's evidence is the mean similarity of its m nearest retrieved segments")
     add("--tau", type=float, default=LabelRequest.tau, help="softmax temperature over neighbour similarities")
     add("--threshold", type=float, default=LabelRequest.threshold,
         help="segments whose best score is below this become background (if a class is named 'background') or "
@@ -101,7 +103,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def label_config(args, class_names: list[str], inputs: tuple[str, ...] = (), output: str = "") -> LabelJobConfig:
     """Flags -> the typed labelling configuration (validated)."""
-    request = LabelRequest(class_names=tuple(class_names), strategy=args.strategy, k=args.k, tau=args.tau,
+    request = LabelRequest(class_names=tuple(class_names), strategy=args.strategy, k=args.k,
+                           segments_per_label=args.segments_per_label, tau=args.tau,
                            threshold=args.threshold, ignore_value=ignore_value_for(len(class_names)),
                            fill_uncovered=not args.no_fill)
     choices = ModelChoices(preset=args.preset, cache_dir=args.cache_dir, masker=args.masker, min_area=args.min_area,

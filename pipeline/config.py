@@ -17,6 +17,7 @@ from typing import Literal
 from inference.labeller import LabelRequest
 from models.config import ModelsConfig
 from models.images import DEFAULT_MAX_PIXELS
+from models.presets import preset_refusal
 from pipeline.command import UsageError
 from refset.index import parse_memory
 from transforms.group_filter import GroupFilterConfig
@@ -181,6 +182,8 @@ class IndexJobConfig:
         if self.group_filter.min_label_count < 0:
             raise UsageError("--min_label_count must be >= 0 (0 = auto)")
         _check_batch_sizes(self.models)
+        if refusal := preset_refusal(self.models):  # a setting the preset would have to replace silently
+            raise UsageError(refusal)
         for part in (self.read, self.workers, self.index):
             part.validate()
         return self

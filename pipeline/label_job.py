@@ -38,7 +38,7 @@ from inference import outputs
 from inference.datasets import ignore_value_for, load_dataset
 from inference.evaluate import score_predictions
 from models.config import ModelsConfig
-from models.presets import resolve_models
+from models.presets import preset_refusal, resolve_models
 from pipeline import progress
 from pipeline.build_index import metrics_of
 from pipeline.command import UsageError
@@ -139,7 +139,10 @@ def resolve_label_models(ref: ReferenceSet, choices: ModelChoices) -> ModelsConf
         visual, text = dataclasses.replace(visual, device=choices.device), dataclasses.replace(text, device=choices.device)
     if choices.visual_batch_size:
         visual = dataclasses.replace(visual, batch_size=choices.visual_batch_size)
-    return dataclasses.replace(models, masker=masker, visual=visual, text=text)
+    models = dataclasses.replace(models, masker=masker, visual=visual, text=text)
+    if refusal := preset_refusal(models):  # e.g. --visual_model with a preset that would replace it
+        raise UsageError(refusal)
+    return models
 
 
 def check_models_against_index(ref: ReferenceSet, models: ModelsConfig) -> None:

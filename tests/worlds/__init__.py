@@ -1,0 +1,1 @@
+"""Generated test worlds (see tests/worlds/hard.py)."""
