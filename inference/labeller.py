@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference import paint, retrieval, scoring
+from models.segment_masks import segments_of
+from models.text import build_text_encoder
 
 BACKGROUND_NAMES = ("background",)
 
@@ -104,6 +106,15 @@ def paint_image(masks, decision: scoring.Decision, request: LabelRequest,
     return ImageLabels(label_map, decision.class_ids, decision.confidence, masks.areas(), working)
 
 
+def paint_segments(item: dict, decision: scoring.Decision, request: LabelRequest) -> ImageLabels:
+    """The Paint step of `reme label` and of the Python API: one image's label map at the input's own size
+    (`source_height` x `source_width`, default the working size) from its embedded segments (`to_embed` of its
+    segment fields, models.maskers.segment_fields) and their decisions."""
+    segments = item.get("to_embed", np.zeros(0, np.int64))
+    size = (item.get("source_height", item["height"]), item.get("source_width", item["width"]))
+    return paint_image(segments_of(item, segments), decision, request, size)
+
+
 class Labeller:
     def __init__(self, reference, class_text: np.ndarray, request: LabelRequest):
         """reference: refset.reader.ReferenceSet; class_text: [C', Dt] text embeddings of the scored classes
@@ -123,6 +134,12 @@ class Labeller:
         if request.strategy == "prototype":
             self.prototypes = scoring.class_prototypes(
                 reference.label_visual_means(), reference.label_counts, self.table, request.labels_per_class)
+
+    @classmethod
+    def build(cls, reference, models, request: LabelRequest) -> Labeller:
+        """The Label step's model in `reme label` (transforms.label) and the Python API (inference.api): the
+        request's classes embedded with the index's text encoder (`models`: a resolved models.config.ModelsConfig)."""
+        return cls.from_text_encoder(reference, build_text_encoder(models.text), request)
 
     @classmethod
     def from_text_encoder(cls, reference, text_encoder, request: LabelRequest) -> Labeller:
@@ -162,6 +179,12 @@ class Labeller:
         bounds = np.cumsum([0] + counts)
         return [scoring.Decision(decision.class_ids[lo:hi], decision.confidence[lo:hi])
                 for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def decide_images(self, embeddings: list[np.ndarray | None]) -> list[scoring.Decision]:
+        """The Label step of `reme label` and of the Python API: decide_batch, where an image without embedded
+        segments (None) gets no decisions."""
+        dim = int(self.reference.index.d)
+        return self.decide_batch([np.zeros((0, dim), np.float32) if e is None else e for e in embeddings])
 
     def paint(self, masks, decision: scoring.Decision, size: tuple[int, int] | None = None) -> ImageLabels:
         return paint_image(masks, decision, self.request, size)

@@ -8,6 +8,10 @@
                                       working size (height, width), and the input's own size (source_height,
                                       source_width); the folder reads as one table:
                                       pyarrow.parquet.read_table(OUTPUT/segments)
+    OUTPUT/coco/<name>.json           with --format coco: the image's COCO entry and its annotations (one per class
+                                      present: RLE at the input's own size, area, bbox, score), written before the
+                                      label map; assembled into OUTPUT/coco.json at the end of the run
+    OUTPUT/coco.json                  with --format coco: ONE COCO JSON for every labelled image (see assemble_coco)
     OUTPUT/classes.json               {"0": "cat", ...}: id -> class name
     OUTPUT/run.json                   the request (index, strategy, k, tau, threshold, ignore value)
     OUTPUT/failures.parquet           inputs that could not be labelled: uri, stage, error type, message
@@ -23,15 +27,20 @@ temp-file prefix or a part too long for a file name is refused (UnsafeName), so 
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import json
 import posixpath
 import re
+import shutil
+import tempfile
 import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
+from pycocotools import mask as mask_utils
 
 from models.errors import BadInput
 from models.images import IMAGE_EXTENSIONS
@@ -39,14 +48,17 @@ from refset import storage
 
 OVERLAYS_DIR = "overlays"
 SEGMENTS_DIR = "segments"
+COCO_DIR = "coco"
+COCO_JSON = "coco.json"
 CLASSES_JSON = "classes.json"
 RUN_JSON = "run.json"
 FAILURES = "failures.parquet"
 
-RESERVED_DIRS = (OVERLAYS_DIR, SEGMENTS_DIR)
+RESERVED_DIRS = (OVERLAYS_DIR, SEGMENTS_DIR, COCO_DIR)
 _RESERVED = re.compile(rf"(?:{'|'.join(RESERVED_DIRS)})_*")
 MAX_DIR_BYTES = 255  # one path part of a file system or object name
 MAX_NAME_BYTES = MAX_DIR_BYTES - len(".parquet")  # the longest output suffix
+FORMATS = ("png", "coco")  # what `reme label --format` writes: the PNG label maps always, COCO on request
 
 
 def segment_table_schema() -> pa.Schema:
@@ -110,7 +122,7 @@ def _check_part(part: str, limit: int, uri: str) -> None:
 
 def split_input(uri: str, roots: list[str] | tuple[str, ...] = ()) -> tuple[str, str]:
     """(folder, file name) of an input relative to its root, checked (UnsafeName otherwise). A first folder named
-    like an output folder (overlays, segments, with any trailing '_') gets one more '_', so label maps never land
+    like an output folder (overlays, segments, coco, with any trailing '_') gets one more '_', so label maps never land
     among overlays or segment tables (and the mapping stays one-to-one)."""
     parts = relative_path(uri, roots).split("/")
     for part in parts[:-1]:
@@ -188,6 +200,10 @@ def segments_path(output: str, name: str) -> str:
     return storage.join(output, SEGMENTS_DIR, f"{name}.parquet")
 
 
+def coco_fragment_path(output: str, name: str) -> str:
+    return storage.join(output, COCO_DIR, f"{name}.json")
+
+
 @dataclass(frozen=True)
 class OutputListing:
     """What one recursive listing of OUTPUT shows: label maps and overlays by name, and temp files left by writes
@@ -196,10 +212,12 @@ class OutputListing:
     label_maps: frozenset[str]
     overlays: frozenset[str]
     temp_files: tuple[str, ...]
+    coco: frozenset[str] = frozenset()  # names with a COCO fragment
 
-    def finished(self, overlay: bool) -> set[str]:
-        """Images whose outputs are complete: the label map, and the overlay when one is asked for."""
-        return set(self.label_maps & self.overlays if overlay else self.label_maps)
+    def finished(self, overlay: bool, coco: bool = False) -> set[str]:
+        """Images whose outputs are complete: the label map, and the overlay and COCO fragment when asked for."""
+        done = set(self.label_maps & self.overlays if overlay else self.label_maps)
+        return done & self.coco if coco else done
 
 
 def scan_output(output: str) -> OutputListing:
@@ -208,7 +226,7 @@ def scan_output(output: str) -> OutputListing:
     if not fs.exists(output):
         return OutputListing(frozenset(), frozenset(), ())
     base = fs._strip_protocol(output).rstrip("/")
-    maps, overlays, temp = set(), set(), []
+    maps, overlays, coco, temp = set(), set(), set(), []
     for path in fs.find(output):
         rel = path[len(base) + 1:] if path.startswith(base + "/") else None
         if not rel:
@@ -216,20 +234,22 @@ def scan_output(output: str) -> OutputListing:
         if posixpath.basename(rel).startswith(storage.TMP_PREFIX):
             temp.append(storage.join(output, rel))
             continue
+        top, _, rest = rel.partition("/")
+        if top == COCO_DIR and rest.endswith(".json"):
+            coco.add(rest[:-5])
         if not rel.endswith(".png"):
             continue
-        top, _, rest = rel.partition("/")
         if top == OVERLAYS_DIR and rest:
             overlays.add(rest[:-4])
-        elif top != SEGMENTS_DIR or not rest:
+        elif top not in (SEGMENTS_DIR, COCO_DIR) or not rest:
             maps.add(rel[:-4])
-    return OutputListing(frozenset(maps), frozenset(overlays), tuple(sorted(temp)))
+    return OutputListing(frozenset(maps), frozenset(overlays), tuple(sorted(temp)), frozenset(coco))
 
 
-def finished_names(output: str, overlay: bool) -> set[str]:
-    """Names of the images whose outputs are complete (label map, and overlay when asked for), from one listing of
-    OUTPUT: what a re-run skips."""
-    return scan_output(output).finished(overlay)
+def finished_names(output: str, overlay: bool, coco: bool = False) -> set[str]:
+    """Names of the images whose outputs are complete (label map, and overlay and COCO fragment when asked for),
+    from one listing of OUTPUT: what a re-run skips."""
+    return scan_output(output).finished(overlay, coco)
 
 
 def palette(num_colours: int = 256) -> np.ndarray:
@@ -307,8 +327,10 @@ def segments_table(image: str, class_ids: np.ndarray, scores: np.ndarray, areas:
 
 
 def write_image_outputs(output: str, name: str, uri: str, image: np.ndarray | None, labels, rles: list[bytes],
-                        class_names: list[str], ignore_value: int, overlay: bool) -> None:
-    """Segments table, overlay, then the label map last (its presence marks the image done).
+                        class_names: list[str], ignore_value: int, overlay: bool,
+                        coco_file_name: str | None = None) -> None:
+    """Segments table, overlay, COCO fragment (when `coco_file_name`, the input's path relative to its input root,
+    is given), then the label map last (its presence marks the image done).
 
     `image` and `rles` are at the working size; `labels` (inference.labeller.ImageLabels) holds the label map at the
     input's own size and the working-size map the overlay is drawn from.
@@ -322,8 +344,145 @@ def write_image_outputs(output: str, name: str, uri: str, image: np.ndarray | No
     if overlay and image is not None:
         storage.write_bytes(overlay_path(output, name),
                             encode_png(render_overlay(image, working, class_names, ignore_value)))
+    if coco_file_name is not None:
+        storage.write_bytes(coco_fragment_path(output, name),
+                            coco_fragment(name, coco_file_name, labels, ignore_value))
     storage.write_bytes(label_map_path(output, name), encode_label_png(labels.label_map))
 
 
 def classes_mapping(class_names: list[str]) -> dict[str, str]:
     return {str(i): n for i, n in enumerate(class_names)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# COCO (`reme label --format coco`): per-image fragments, assembled into one file at the end of the run
+# ---------------------------------------------------------------------------------------------------------
+def class_mask_rle(label_map: np.ndarray, class_id: int) -> dict:
+    """pycocotools compressed RLE of the pixels of one class, at the label map's size. The mask is made directly in
+    column-major order (what pycocotools encodes), one byte per pixel, one class at a time."""
+    height, width = label_map.shape
+    column_major = np.equal(label_map.T, class_id, order="C").T  # [H, W], Fortran-contiguous, no extra copy
+    rle = mask_utils.encode(column_major.view(np.uint8).reshape(height, width, 1, order="F"))[0]
+    return {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")}
+
+
+HISTOGRAM_ROWS_PIXELS = 1 << 20  # pixels per block when counting classes (bincount works in 8-byte ints)
+
+
+def class_pixels(label_map: np.ndarray) -> np.ndarray:
+    """Pixels per class id of a label map, counted a block of rows at a time: np.bincount widens its input to
+    8-byte ints, which on a whole 24 MP map would be 192 MB for a 24 MB map."""
+    height, width = label_map.shape
+    rows = max(1, HISTOGRAM_ROWS_PIXELS // max(width, 1))
+    size = int(label_map.max(initial=0)) + 1
+    pixels = np.zeros(size, np.int64)
+    for top in range(0, height, rows):
+        pixels += np.bincount(label_map[top: top + rows].ravel(), minlength=size)
+    return pixels
+
+
+def class_regions(labels, ignore_value: int) -> list[dict]:
+    """One region per class present in an image's label map (ImageLabels), in class order: class_id, the RLE at the
+    label map's size, area (pixels), bbox (x, y, w, h) and score.
+
+    score: the area-weighted mean confidence of the segments the labeller gave that class (areas at the working
+    size), i.e. how sure the labeller was of the region, in the units of the segments table's `score`.
+    """
+    label_map = np.asarray(labels.label_map)
+    pixels = class_pixels(label_map)
+    class_ids = np.asarray(labels.class_ids, dtype=np.int64)
+    weights = np.asarray(labels.areas, dtype=np.float64)
+    confidence = np.asarray(labels.scores, dtype=np.float64)
+    regions = []
+    for c in np.flatnonzero(pixels):
+        if c == ignore_value:
+            continue
+        rle = class_mask_rle(label_map, int(c))
+        mine = class_ids == c
+        total = weights[mine].sum()
+        score = float((weights[mine] * confidence[mine]).sum() / total) if total > 0 else 0.0
+        regions.append({"class_id": int(c), "rle": rle, "area": int(pixels[c]),
+                        "bbox": [float(v) for v in mask_utils.toBbox(dict(rle, counts=rle["counts"].encode()))],
+                        "score": score})
+    return regions
+
+
+def category_id(class_id: int) -> int:
+    """COCO category id of a class: its index in the class list + 1 (COCO ids start at 1; 0 is no category)."""
+    return int(class_id) + 1
+
+
+def coco_categories(class_names: list[str]) -> list[dict]:
+    """COCO categories, ids stable from the class list (category_id); `label_value` is the class's value in the
+    label maps."""
+    return [{"id": category_id(i), "name": n, "supercategory": "", "label_value": i} for i, n in enumerate(class_names)]
+
+
+def coco_annotation(region: dict, image_id: int, annotation_id: int | None = None) -> dict:
+    """A class_regions region as a COCO annotation (iscrowd 0: a semantic region, RLE as in COCO-Stuff)."""
+    annotation = {"image_id": int(image_id), "category_id": category_id(region["class_id"]),
+                  "segmentation": region["rle"], "area": region["area"], "bbox": region["bbox"],
+                  "score": round(region["score"], 6), "iscrowd": 0}
+    if annotation_id is not None:
+        annotation = {"id": int(annotation_id), **annotation}
+    return annotation
+
+
+def coco_fragment(name: str, file_name: str, labels, ignore_value: int) -> bytes:
+    """One image's part of the COCO file: its entry (file name relative to the input root, size of the input, the
+    label map it came from) and its regions. Ids are given when the file is assembled (assemble_coco)."""
+    height, width = labels.label_map.shape
+    fragment = {"image": {"file_name": file_name, "width": int(width), "height": int(height),
+                          "label_map": f"{name}.png"},
+                "regions": [{k: r[k] for k in ("class_id", "rle", "area", "bbox", "score")}
+                            for r in class_regions(labels, ignore_value)]}
+    return json.dumps(fragment, separators=(",", ":")).encode("utf-8")
+
+
+FRAGMENTS_PER_READ = 256  # fragments fetched together (gcsfs fetches a list of objects concurrently)
+
+
+def _read_fragments(output: str, names: list[str]):
+    """(name, fragment) in the order given, fetched FRAGMENTS_PER_READ at a time."""
+    fs = storage.filesystem(output)
+    for start in range(0, len(names), FRAGMENTS_PER_READ):
+        chunk = names[start: start + FRAGMENTS_PER_READ]
+        paths = [fs._strip_protocol(coco_fragment_path(output, n)) for n in chunk]
+        found = fs.cat(paths)  # {path: bytes}
+        for name, path in zip(chunk, paths, strict=True):
+            yield name, json.loads(found[path])
+
+
+def assemble_coco(output: str, class_names: list[str], names: list[str] | None = None) -> dict:
+    """Write OUTPUT/coco.json from the fragments of the finished images (label map and fragment both present; or
+    `names`), streamed in sorted name order: image ids 1..N in that order, annotation ids 1..M. Image entries are
+    written as the fragments are read, annotations spooled to a local temporary file and appended after them, so
+    memory stays flat whatever the number of images; a re-run re-assembles from every fragment on disk.
+    Returns {"path", "images", "annotations"}.
+
+    Layout: {"info", "licenses", "categories", "images", "annotations"}; every annotation has id, image_id,
+    category_id, segmentation (compressed RLE at the input's size), area, bbox, score and iscrowd 0, so the file
+    loads as a dataset (pycocotools COCO, FiftyOne, CVAT/Datumaro) and its annotations as results (COCO.loadRes).
+    """
+    if names is None:
+        names = sorted(scan_output(output).finished(False, True))
+    path = storage.join(output, COCO_JSON)
+    head = {"info": {"description": "reme label", "version": "1.0",
+                     "date_created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
+            "licenses": [], "categories": coco_categories(class_names)}
+    annotations = 0
+    with tempfile.TemporaryFile("w+", encoding="utf-8", prefix=storage.TMP_PREFIX) as spool, \
+            storage.atomic_open(path, "w") as out:
+        out.write(json.dumps(head, separators=(",", ":"))[:-1] + ',"images":[')
+        for image_id, (_, fragment) in enumerate(_read_fragments(output, sorted(names)), start=1):
+            out.write(("," if image_id > 1 else "") + json.dumps({"id": image_id, **fragment["image"]},
+                                                                  separators=(",", ":")))
+            for region in fragment["regions"]:
+                annotations += 1
+                spool.write(("," if annotations > 1 else "")
+                            + json.dumps(coco_annotation(region, image_id, annotations), separators=(",", ":")))
+        out.write('],"annotations":[')
+        spool.seek(0)
+        shutil.copyfileobj(spool, out)
+        out.write("]}\n")
+    return {"path": path, "images": len(names), "annotations": annotations}

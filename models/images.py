@@ -17,6 +17,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from models.errors import BadInput
 
 DEFAULT_MAX_PIXELS = 100_000_000  # ~10k x 10k; larger inputs are refused as decompression bombs
+DEFAULT_MAX_SIDE = 1024  # the working size of both jobs and the Python API (longest side after decoding)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # what the jobs list as images
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that turn the stored image by 90 degrees
 
@@ -83,34 +84,59 @@ def decode_image_sized(data: bytes, max_side: int = 0, max_pixels: int = DEFAULT
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if max_pixels and width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"image is {width}x{height} = {width * height} pixels, above the {max_pixels}-pixel limit "
-                    "(decompression bomb guard; raise --max_pixels to accept it)"
-                )
-            if width < 1 or height < 1:
-                raise ImageDecodeError(f"image has no pixels ({width}x{height})")
-            image.seek(0)
-            target = working_size(width, height, max_side)
-            if image.format == "JPEG" and target != (width, height):
-                image.draft("RGB", (2 * target[0], 2 * target[1]))
-            image.load()
-            exif = image.getexif()
-            orientation = exif.get(ExifTags.Base.Orientation, 1)
-            rgb = to_rgb(image)
-            if rgb.size != target:
-                rgb = rgb.resize(target, Image.Resampling.BILINEAR)
-            if orientation != 1:
-                # exif_transpose reads the orientation from the image it is given: hand it to the resized copy.
-                rgb.info["exif"] = exif.tobytes()
-                rgb = ImageOps.exif_transpose(rgb)
-            upright = (height, width) if orientation in _SWAPS_SIDES else (width, height)
-            return DecodedImage(np.asarray(rgb, dtype=np.uint8).copy(), source_height=upright[1],
-                                source_width=upright[0])
+            return _decode_opened(image, max_side, max_pixels)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"decompression bomb refused: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+
+
+def decode_pil_image(image: Image.Image | np.ndarray, max_side: int = 0,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """An image already in memory (a PIL image, or a uint8 array [H,W], [H,W,3] or [H,W,4]) -> the same
+    DecodedImage as decoding its file: the same pixel limit, EXIF orientation (PIL images), RGB conversion and
+    working-size resize (the Python API's entry point; inference.api)."""
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+            raise ImageDecodeError(f"an image array must be uint8 [H,W], [H,W,3] or [H,W,4], got {array.dtype} "
+                                   f"{list(array.shape)}")
+        image = Image.fromarray(np.ascontiguousarray(array))
+    if not isinstance(image, Image.Image):
+        raise ImageDecodeError(f"expected a PIL image or a uint8 array, got {type(image).__name__}")
+    try:
+        return _decode_opened(image, max_side, max_pixels)
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode_opened(image: Image.Image, max_side: int, max_pixels: int) -> DecodedImage:
+    """The decode proper of an opened image (decode_image_sized, decode_pil_image)."""
+    width, height = image.size
+    if max_pixels and width * height > max_pixels:
+        raise ImageDecodeError(
+            f"image is {width}x{height} = {width * height} pixels, above the {max_pixels}-pixel limit "
+            "(decompression bomb guard; raise --max_pixels to accept it)"
+        )
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"image has no pixels ({width}x{height})")
+    image.seek(0)  # animated images: the first frame
+    target = working_size(width, height, max_side)
+    if image.format == "JPEG" and target != (width, height):
+        image.draft("RGB", (2 * target[0], 2 * target[1]))
+    image.load()
+    exif = image.getexif()
+    orientation = exif.get(ExifTags.Base.Orientation, 1)
+    rgb = to_rgb(image)
+    if rgb.size != target:
+        rgb = rgb.resize(target, Image.Resampling.BILINEAR)
+    if orientation != 1:
+        # exif_transpose reads the orientation from the image it is given: hand it to the resized copy.
+        rgb.info["exif"] = exif.tobytes()
+        rgb = ImageOps.exif_transpose(rgb)
+    upright = (height, width) if orientation in _SWAPS_SIDES else (width, height)
+    return DecodedImage(np.asarray(rgb, dtype=np.uint8).copy(), source_height=upright[1], source_width=upright[0])

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
-from models.config import FelzenszwalbConfig, MaskerConfig, SamConfig
+from models.config import FelzenszwalbConfig, MaskerConfig, ModelsConfig, SamConfig
 from models.device import resolve_device
 from models.segment_masks import SegmentMasks
 from models.weights import load_sam
@@ -213,3 +213,44 @@ def build_masker(config: MaskerConfig, device: str = "auto") -> Callable[[np.nda
     if config.kind == "sam":
         return SamMasker(config.sam, config.min_area, config.max_masks, device=device)
     raise ValueError(f"unknown masker kind '{config.kind}'; choose 'felzenszwalb' or 'sam'")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Mask step of both jobs and of the Python API (transforms.masks is its Beam shell; inference.api calls it too)
+# ---------------------------------------------------------------------------------------------------------
+def build_step_masker(models: ModelsConfig) -> Callable[[np.ndarray], Segments]:
+    """The masker of the Mask step, built with min_area=0 so that segments below the minimum area are *seen* and
+    recorded as "too_small" drops (every masker segment is accounted for); `max_masks` still bounds memory inside
+    the masker (it keeps the largest), so segments beyond it are never produced and are not counted."""
+    return build_masker(replace(models.masker, min_area=0), device=models.visual.device)
+
+
+def segment_fields(masks, scores: np.ndarray | None, min_area: int) -> dict:
+    """Segments -> the item fields every later step reads (dense masks are not kept). `masks`: bool [N,H,W], or
+    the masker's `Segments` (then `scores` is ignored).
+
+    `keep`: the segments that pass the minimum area; `to_embed`: the segments the Embed step will embed (all the
+    kept ones, until the Pair step narrows them to the paired ones). `segment_map` (only for maskers that partition
+    the image): int32 [H,W] segment index per pixel, -1 = none, so later steps need no N x H x W masks.
+    """
+    segments = masks if isinstance(masks, Segments) else Segments(masks, scores)
+    areas = segments.areas
+    keep = areas >= max(int(min_area), 1)
+    fields = {
+        "rles": segments.rles(),
+        "areas": areas,
+        "bboxes": segments.bboxes,
+        "keep": keep,
+        "to_embed": np.flatnonzero(keep),
+    }
+    if segments.id_map is not None:
+        fields["segment_map"] = segments.id_map
+    return fields
+
+
+def mask_images(masker, images: list[np.ndarray], min_area: int) -> list[dict]:
+    """The Mask step on several images: one `masker.batch` call (SAM's fast generator embeds the images in batched
+    encoder passes), then each image's segment fields (segment_fields)."""
+    batch = getattr(masker, "batch", None)
+    segments = batch(images) if batch is not None else [masker(image) for image in images]
+    return [segment_fields(s, None, min_area) for s in segments]

@@ -161,3 +161,14 @@ class SegmentMasks:
         if self._rles is not None:
             return SegmentMasks.from_rles([self._rles[i] for i in indices], self.height, self.width)
         return SegmentMasks.from_dense(self._dense[indices])
+
+
+def segments_of(fields: dict, indices) -> SegmentMasks:
+    """Some segments of an image, compact, from its segment fields (models.maskers.segment_fields: `rles`,
+    `height`, `width`, and `segment_map` where the masker partitions the image); pooling and painting then take
+    them one at a time, never as N x H x W."""
+    if fields.get("segment_map") is not None:
+        every = SegmentMasks.from_id_map(fields["segment_map"], len(fields["rles"]))
+    else:
+        every = SegmentMasks.from_rles(fields["rles"], fields["height"], fields["width"])
+    return every.subset(indices)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from models.config import VisualEncoderConfig
 from models.device import autocast, resolve_device, resolve_dtype
 from models.pooling import mask_pool
+from models.segment_masks import segments_of
 from models.weights import load_pretrained
 
 
@@ -156,3 +157,12 @@ class VisualEncoder:
             result = self._forward(to_pixels(crops, self.image_size, self.mean, self.std, self.device))
             out[start : start + len(crops)] = F.normalize(result.pooler_output.float(), dim=1).cpu().numpy()
         return out
+
+
+def embed_images(encoder: VisualEncoder, items: list[dict]) -> list[np.ndarray]:
+    """The Embed step on several images: each image's `to_embed` segments mask-pooled from one forward pass per
+    image (batched); `items` hold the image (`image`) and its segment fields (models.maskers.segment_fields).
+    float32 [len(to_embed), D] unit vectors per image, row i for segment to_embed[i]."""
+    masks = [segments_of(item, item["to_embed"]) for item in items]
+    embeddings = encoder.embed_segments([item["image"] for item in items], masks)
+    return [np.asarray(e, dtype=np.float32) for e in embeddings]

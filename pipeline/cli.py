@@ -13,6 +13,7 @@ A run that cannot start stops before any work with one line on stderr and exit s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -30,7 +31,7 @@ from pipeline.command import (
     run_command,
     weights_error_of,
 )
-from pipeline.config import LabelJobConfig, ModelChoices, ReadConfig, WorkerConfig
+from pipeline.config import LabelJobConfig, ModelChoices, ReadConfig, WorkerConfig, parse_formats
 from pipeline.label_job import evaluate_dataset, label
 from pipeline.options import add_worker_flags, worker_config
 from refset import storage
@@ -80,6 +81,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     group = lab.add_mutually_exclusive_group(required=True)
     group.add_argument("--classes", help='comma-separated class names, e.g. "cat,dog,sky"')
     group.add_argument("--classes-file", "--classes_file", dest="classes_file", help="one class name per line")
+    lab.add_argument("--format", default="png",
+                     help="what to write, comma-separated: png (the label maps, always written) and coco (also ONE "
+                          "COCO JSON of the run, OUTPUT/coco.json: an RLE annotation per image and class, for "
+                          "FiftyOne, CVAT, detectron2, mmseg); e.g. --format png,coco")
     lab.add_argument("input", help="directory, glob or gs:// prefix of images")
     lab.add_argument("output", help="output directory (local or gs://)")
 
@@ -128,9 +133,13 @@ def read_class_names(args) -> list[str]:
 
 def cmd_label(args, beam_args: list[str]) -> int:
     config = label_config(args, read_class_names(args), (args.input,), args.output)
+    config = dataclasses.replace(config, formats=parse_formats(args.format))
     summary = label(config.validate(), beam_args)
     print(f"labelled {summary['labelled']} images, skipped {summary['skipped_done']} already done, "
           f"failed {summary['failed']} -> {summary['output']} ({summary['seconds']} s)")
+    if summary.get("coco"):
+        coco = summary["coco"]
+        print(f"COCO: {coco['path']} ({coco['images']} images, {coco['annotations']} annotations)")
     for row in summary["failures"][:20]:
         print(f"  failed: {row['uri']} [{row['stage']}] {row['error_type']}: {row['message']}")
     if summary["failed"] > 20:

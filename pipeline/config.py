@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from inference.labeller import LabelRequest
+from inference.outputs import FORMATS
 from models.config import ModelsConfig
-from models.images import DEFAULT_MAX_PIXELS
+from models.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from models.presets import preset_refusal
 from pipeline.command import UsageError
 from refset.index import parse_memory
@@ -37,7 +38,7 @@ class ReadConfig:
     image is bounded whatever the photo's size; `reme label` then upsamples its label map to each input's own size.
     """
 
-    max_side: int = 1024  # longest side after decoding (0 = keep, unbounded memory on large photos)
+    max_side: int = DEFAULT_MAX_SIDE  # longest side after decoding (0 = keep, unbounded memory on large photos)
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger inputs are refused from the header (decompression bombs)
 
     def validate(self) -> None:
@@ -235,12 +236,28 @@ class LabelJobConfig:
     workers: WorkerConfig = field(default_factory=WorkerConfig)
     overlay: bool = False  # also write colour overlays with a legend
     progress: bool = True  # a progress bar while labelling
+    formats: tuple[str, ...] = ("png",)  # what is written: PNG label maps always, "coco" adds OUTPUT/coco.json
+
+    @property
+    def coco(self) -> bool:
+        return "coco" in self.formats
 
     def validate(self) -> LabelJobConfig:
         if not self.inputs:
             raise UsageError("no input given")
         if not self.output:
             raise UsageError("no output directory given")
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown or "png" not in self.formats:
+            raise UsageError(f"--format: {'unknown format ' + repr(unknown[0]) if unknown else 'png is always written'};"
+                             f" give one or more of {', '.join(FORMATS)} (e.g. --format png,coco)")
         for part in (self.models, self.read, self.workers):
             part.validate()
         return self
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """`--format png,coco` -> ("png", "coco"): the PNG label maps are always written (they mark an image done), so
+    `--format coco` means the same; unknown names are kept for validate() to refuse in one line."""
+    given = [part.strip().lower() for part in text.split(",") if part.strip()]
+    return tuple(["png"] + [f for f in dict.fromkeys(given) if f != "png"])

@@ -35,16 +35,16 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from inference import outputs
+from inference.api import check_encoders, labelling_models
 from inference.datasets import ignore_value_for, load_dataset
 from inference.evaluate import score_predictions
 from models.config import ModelsConfig
-from models.presets import preset_refusal, resolve_models
 from pipeline import progress
 from pipeline.build_index import metrics_of
 from pipeline.command import UsageError
 from pipeline.config import LabelJobConfig, ModelChoices
 from refset import schema, storage
-from refset.reader import ReferenceSet, encoder_mismatch
+from refset.reader import ReferenceSet, ReferenceSetError, encoder_mismatch
 from transforms.embed import VisualModelHandler
 from transforms.images import is_image_path
 from transforms.label import LabelModelHandler, ReadTodo, WriteImageOutputs
@@ -117,48 +117,20 @@ def check_inputs_match(patterns: list[str], inputs: list[str]) -> None:
 
 
 def resolve_label_models(ref: ReferenceSet, choices: ModelChoices) -> ModelsConfig:
-    """The index's own models (manifest "models"), with the run's choices (preset, cache, device, masker) applied."""
-    base = ref.models_config()
-    if base is None:
-        if not choices.preset and not (choices.visual_kind or choices.visual_model):
-            raise UsageError(f"the manifest of {ref.root} records no model configuration; pass --preset or "
-                             "--visual_model/--text_model")
-        base = ModelsConfig()
-    models = dataclasses.replace(base, preset=choices.preset or base.preset, cache_dir=choices.cache_dir or base.cache_dir)
-    masker = models.masker
-    if choices.masker:
-        masker = dataclasses.replace(masker, kind=choices.masker)
-    if choices.min_area is not None:
-        masker = dataclasses.replace(masker, min_area=choices.min_area)
-    visual = dataclasses.replace(models.visual, kind=choices.visual_kind or models.visual.kind,
-                                 model_id=choices.visual_model or models.visual.model_id)
-    text = models.text
-    if choices.text_model:
-        text = dataclasses.replace(text, model_id=choices.text_model, kind=choices.text_kind or text.kind)
-    if choices.device:
-        visual, text = dataclasses.replace(visual, device=choices.device), dataclasses.replace(text, device=choices.device)
-    if choices.visual_batch_size:
-        visual = dataclasses.replace(visual, batch_size=choices.visual_batch_size)
-    models = dataclasses.replace(models, masker=masker, visual=visual, text=text)
-    if refusal := preset_refusal(models):  # e.g. --visual_model with a preset that would replace it
-        raise UsageError(refusal)
-    return models
+    """The index's own models (manifest "models"), with the run's choices (preset, cache, device, masker) applied:
+    the Python API's own resolution (inference.api.labelling_models), so both label with the same models."""
+    try:
+        return labelling_models(ref, **dataclasses.asdict(choices))
+    except ReferenceSetError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def check_models_against_index(ref: ReferenceSet, models: ModelsConfig) -> None:
-    """Refuse, before any work, a visual or text encoder other than the index's (compared on the resolved ids)."""
-
+    """Refuse, before any work, a visual or text encoder other than the index's (inference.api.check_encoders)."""
     try:
-        resolved = resolve_models(models)
-    except ValueError as exc:
+        check_encoders(ref, models)
+    except ReferenceSetError as exc:
         raise UsageError(str(exc)) from exc
-    for role, cfg, recorded in (("visual", resolved.visual, ref.visual_info), ("text", resolved.text, ref.text_info)):
-        if not recorded:
-            continue
-        why = encoder_mismatch(recorded, {"kind": cfg.kind, "model_id": cfg.model_id, "revision": cfg.revision})
-        if why:
-            raise UsageError(f"the index at {ref.root} was built with another {role} encoder ({why}); label "
-                                "with the index's own models (drop the override) or rebuild the index")
 
 
 def prepare_job(config: LabelJobConfig, uris: list[str] | None = None) -> LabelJob:
@@ -204,7 +176,8 @@ def prepare_job(config: LabelJobConfig, uris: list[str] | None = None) -> LabelJ
         storage.write_json(classes_path, mapping)
         storage.write_json(storage.join(output, outputs.RUN_JSON), {
             "index": config.index, "inputs": inputs, "request": dataclasses.asdict(request),
-            "background_id": request.background_id, "read": dataclasses.asdict(config.read)})
+            "background_id": request.background_id, "read": dataclasses.asdict(config.read),
+            "formats": list(config.formats)})
     except (OSError, PermissionError) as exc:
         raise UsageError(f"output {output} is not writable: {type(exc).__name__}: {exc}") from exc
     return LabelJob(config=dataclasses.replace(config, output=output), models=models, patterns=tuple(patterns),
@@ -231,14 +204,15 @@ def build_label_pipeline(p: beam.Pipeline, job: LabelJob) -> None:
     todo_dir, written_dir = progress_dirs(config.output)
     count_todo = progress.CountToFiles(todo_dir, every) if config.progress else None
     read = p | "Read" >> ReadTodo(job.patterns, job.roots, config.output, config.overlay, config.read.max_side,
-                                  config.read.max_pixels, job.only, count_todo)
+                                  config.read.max_pixels, job.only, count_todo, coco=config.coco)
     written = (
         read["items"]
         | "Mask" >> RunInference(MaskerModelHandler(models, max_batch_size=workers.mask_batch_size, **shared))
         | "Embed" >> RunInference(VisualModelHandler(models, max_batch_size=models.visual.batch_size, **shared))
         | "Label" >> RunInference(LabelModelHandler(config.index, config.request, models,
                                                     max_batch_size=workers.label_batch_size, **shared))
-        | "Write" >> beam.ParDo(WriteImageOutputs(config.output, config.request, config.overlay))
+        | "Write" >> beam.ParDo(WriteImageOutputs(config.output, config.request, config.overlay,
+                                                  job.roots if config.coco else None))
     )
     if config.progress:  # the bar's count: images written, summed by the launcher
         (
@@ -296,6 +270,9 @@ def run_job(job: LabelJob, beam_args: list[str] | None = None) -> dict:
     if storage.exists(failures_path):
         failures = storage.read_parquet(failures_path).to_pylist()
     skipped, labelled = counts.get("label_skipped_done", 0), counts.get("label_written", 0)
+    coco = None
+    if job.config.coco:  # one file for the run, from every finished image's fragment (this run's and earlier ones')
+        coco = outputs.assemble_coco(job.output, list(job.config.request.class_names))
     return {
         "inputs": counts.get("label_inputs", 0),
         "skipped_done": skipped,
@@ -305,6 +282,7 @@ def run_job(job: LabelJob, beam_args: list[str] | None = None) -> dict:
         "failures": failures,
         "seconds": round(time.perf_counter() - start, 3),
         "output": job.output,
+        "coco": coco,
     }
 
 

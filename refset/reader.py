@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from models import config as mc
 from refset import index as faiss_index
@@ -78,6 +80,8 @@ class ReferenceSet:
     index: Any  # faiss.Index
     position_labels: np.ndarray  # int64 [ntotal]: label id of every index row, in index order
     _visual_means: np.ndarray | None = field(default=None, repr=False)
+    ids: pa.Table | None = field(default=None, repr=False)  # index/ids.parquet: position -> (shard, row)
+    _shard_positions: dict | None = field(default=None, repr=False)
 
     # ---- opening -----------------------------------------------------------------------------------------
     @classmethod
@@ -107,7 +111,7 @@ class ReferenceSet:
         labels = _read_table(labels_path).sort_by("label_id")
         index, ids = load_index(root)
         position_labels = _position_labels(root, ids, index.ntotal)
-        return cls(root, manifest, labels, index, position_labels)
+        return cls(root, manifest, labels, index, position_labels, ids=ids)
 
     # ---- what the labeller needs -------------------------------------------------------------------------
     @property
@@ -174,6 +178,121 @@ class ReferenceSet:
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         self._visual_means = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
         return self._visual_means
+
+    # ---- browsing: counts, labels and segments as Arrow tables (the Python API, inference.api) ---------------
+    # Each table converts with `.to_pandas()` where pandas is installed (pip install 'reme[pandas]').
+    @property
+    def counts(self) -> dict:
+        """What the set holds: the manifest's reconciled counts (images in / processed / failed, masks, segments
+        kept, dropped by reason), the labels and the rows of the FAISS index."""
+        return {**self.manifest.get("counts", {}), "labels": self.labels.num_rows, "indexed": int(self.index.ntotal)}
+
+    def labels_table(self, embeddings: bool = False) -> pa.Table:
+        """label_id, label, count (segments carrying it) [, text_embedding]; by label id."""
+        return self.labels if embeddings else self.labels.drop_columns(["text_embedding"])
+
+    def segments_table(self, columns: list[str] | None = None, label_ids=None) -> pa.Table:
+        """Every kept segment in the global order, with its FAISS `position` (what search results name): by
+        default all columns but the visual embedding (ask for "visual_embedding" by name); `label_ids` keeps
+        the segments of those labels only. Reads the shards one at a time, only the columns asked for."""
+        columns = list(columns or SEGMENT_COLUMNS)
+        wanted = None if label_ids is None else pa.array(np.asarray(label_ids, dtype=np.int32).reshape(-1))
+        parts = []
+        positions = self.shard_positions()
+        for shard in segment_shards(self.root):
+            read = columns if wanted is None or "label_id" in columns else columns + ["label_id"]
+            table = _read_table(shard, read)
+            table = table.append_column("position", pa.array(positions[posixpath.basename(shard)]))
+            if wanted is not None:
+                table = table.filter(pc.is_in(table.column("label_id"), value_set=wanted)).select(columns + ["position"])
+            parts.append(table)
+        if not parts:
+            return pa.table({name: pa.array([], type=_segment_type(name, self.index.d)) for name in columns}
+                            | {"position": pa.array([], pa.int64())})
+        return pa.concat_tables(parts)
+
+    def segments_at(self, positions, columns: list[str] | None = None) -> pa.Table:
+        """The segments at these FAISS positions (search results), in the order given, with a `position` column;
+        each shard holding one of them is read once, only the columns asked for."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        columns = list(columns or SEGMENT_COLUMNS)
+        if len(positions) and (positions.min() < 0 or positions.max() >= self.index.ntotal):
+            raise IndexError(f"positions must lie in 0..{self.index.ntotal - 1}")
+        shards, rows = self._locate(positions)
+        pieces, order = [], []
+        for name in sorted(set(shards.tolist())):
+            at = np.flatnonzero(shards == name)
+            table = _read_table(storage.join(self.root, schema.SEGMENTS_DIR, name), columns)
+            pieces.append(table.take(pa.array(rows[at])))
+            order.append(at)
+        if not pieces:
+            return self.segments_table(columns).slice(0, 0)
+        table = pa.concat_tables(pieces)
+        table = table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+        return table.append_column("position", pa.array(positions))
+
+    def dropped_table(self) -> pa.Table:
+        """Segments the index job dropped, with the reason (too_small, unpaired, outlier, rare_label, ...)."""
+        return _concat_parts(storage.join(self.root, schema.DROPPED_DIR), schema.dropped_schema())
+
+    def failures_table(self) -> pa.Table:
+        """Inputs the index job could not use: uri, stage, error type, message."""
+        return _concat_parts(storage.join(self.root, schema.FAILURES_DIR), schema.failures_schema())
+
+    def shard_positions(self) -> dict[str, np.ndarray]:
+        """FAISS position of every row of every segment shard, by shard file name (computed once)."""
+        if self._shard_positions is None:
+            shards = [posixpath.basename(s) for s in segment_shards(self.root)]
+            if self.ids is not None and self.ids.num_rows:
+                names = np.asarray(self.ids.column("shard").to_pylist())
+                names = np.array([posixpath.basename(n) for n in names]) if len(names) else names
+                rows = self.ids.column("row").to_numpy().astype(np.int64)
+                position = self.ids.column("position").to_numpy().astype(np.int64)
+                found = {}
+                for name in shards:
+                    at = names == name
+                    out = np.full(int(rows[at].max(initial=-1)) + 1, -1, dtype=np.int64)
+                    out[rows[at]] = position[at]
+                    found[name] = out
+            else:
+                found, start = {}, 0
+                for name, shard in zip(shards, segment_shards(self.root), strict=True):
+                    n = _num_rows(shard)
+                    found[name] = np.arange(start, start + n, dtype=np.int64)
+                    start += n
+            self._shard_positions = found
+        return self._shard_positions
+
+    def _locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(shard file name, row) of each FAISS position."""
+        names, rows = [], []
+        for name, pos in self.shard_positions().items():
+            names.append(np.full(len(pos), name, dtype=object))
+            rows.append(np.arange(len(pos), dtype=np.int64))
+        every = np.concatenate([p for p in self.shard_positions().values()]) if names else np.zeros(0, np.int64)
+        by_position = np.argsort(every, kind="stable")
+        flat_names = np.concatenate(names) if names else np.zeros(0, dtype=object)
+        flat_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        pick = by_position[positions]
+        return flat_names[pick], flat_rows[pick]
+
+
+SEGMENT_COLUMNS = [f.name for f in schema.segments_schema(1) if f.name != "visual_embedding"]
+
+
+def _segment_type(name: str, dim: int) -> pa.DataType:
+    return schema.segments_schema(int(dim)).field(name).type
+
+
+def _num_rows(path: str) -> int:
+    with storage.filesystem(path).open(path, "rb") as f:
+        return pq.ParquetFile(f).metadata.num_rows
+
+
+def _concat_parts(directory: str, table_schema: pa.Schema) -> pa.Table:
+    parts = [_read_table(p) for p in storage.listdir(directory)
+             if posixpath.basename(p).startswith("part-") and p.endswith(".parquet")]
+    return pa.concat_tables(parts, promote_options="permissive") if parts else table_schema.empty_table()
 
 
 def model_infos(manifest: dict) -> dict:

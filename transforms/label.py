@@ -25,14 +25,12 @@ import numpy as np
 from apache_beam.io import fileio
 
 from inference import outputs
-from inference.labeller import Labeller, LabelRequest, paint_image
+from inference.labeller import Labeller, LabelRequest, paint_segments
 from inference.scoring import Decision
 from models.config import ModelsConfig
 from models.images import DEFAULT_MAX_PIXELS
-from models.text import build_text_encoder
 from refset import storage
 from refset.reader import ReferenceSet
-from transforms.embed import segments_of
 from transforms.failures import failure_row
 from transforms.handlers import ItemDoFn, ItemModelHandler
 from transforms.images import DecodeImage, is_image_path
@@ -104,14 +102,14 @@ class ListFinished(beam.DoFn):
     of writes an earlier run left unfinished are removed on the way (nothing writes before this step is done: the
     join waits for it)."""
 
-    def __init__(self, overlay: bool):
-        self.overlay = overlay
+    def __init__(self, overlay: bool, coco: bool = False):
+        self.overlay, self.coco = overlay, coco
 
     def process(self, output: str):
         listing = outputs.scan_output(output)
         for path in listing.temp_files:
             storage.filesystem(path).rm(path)
-        for name in sorted(listing.finished(self.overlay)):
+        for name in sorted(listing.finished(self.overlay, self.coco)):
             yield name, True
 
 
@@ -150,18 +148,19 @@ class ReadTodo(beam.PTransform):
 
     def __init__(self, patterns, roots, output: str, overlay: bool, max_side: int,
                  max_pixels: int = DEFAULT_MAX_PIXELS, only: frozenset[str] | None = None,
-                 count_todo: beam.DoFn | None = None):
+                 count_todo: beam.DoFn | None = None, coco: bool = False):
         super().__init__()
         self.patterns, self.roots, self.only = list(patterns), tuple(roots), only
         self.output, self.overlay, self.max_side, self.max_pixels = output, overlay, max_side, max_pixels
         self.count_todo = count_todo  # passes the images still to do through, counting them (a progress total)
+        self.coco = coco  # an image is done only once its COCO fragment exists too
 
     def expand(self, pbegin):
         listed = pbegin | "List" >> ListInputs(self.patterns, self.roots, self.only, self.output)
         finished = (
             pbegin
             | "Output" >> beam.Create([self.output])
-            | "ListFinished" >> beam.ParDo(ListFinished(self.overlay))
+            | "ListFinished" >> beam.ParDo(ListFinished(self.overlay, self.coco))
         )
         todo = (
             {"inputs": listed["named"], "done": finished}
@@ -190,35 +189,35 @@ class LabelModelHandler(ItemModelHandler):
         self.index, self.request = index, request
 
     def build(self, models: ModelsConfig) -> Labeller:
-        return Labeller.from_text_encoder(ReferenceSet.open(self.index), build_text_encoder(models.text), self.request)
+        return Labeller.build(ReferenceSet.open(self.index), models, self.request)
 
     def apply(self, items: list[dict], labeller: Labeller) -> None:
-        dim = int(labeller.reference.index.d)
-        embeddings = [item.get("visual", np.zeros((0, dim), np.float32)) for item in items]
-        for item, decision in zip(items, labeller.decide_batch(embeddings), strict=True):
+        for item, decision in zip(items, labeller.decide_images([item.get("visual") for item in items]), strict=True):
             item["decision"] = decision
 
 
 class WriteImageOutputs(ItemDoFn):
-    """item with `decision` -> its label map (at the input's own size), segments table (and overlay) under the
-    output directory; the item leaves without its pixels and segments."""
+    """item with `decision` -> its label map (at the input's own size), segments table (and overlay, and COCO
+    fragment) under the output directory; the item leaves without its pixels and segments.
+
+    `coco_roots` (with --format coco): the input roots the COCO file names are relative to."""
 
     stage = "write"
     HEAVY = ("image", "segment_map", "rles", "visual", "areas", "bboxes", "keep", "to_embed", "decision")
 
-    def __init__(self, output: str, request: LabelRequest, overlay: bool):
+    def __init__(self, output: str, request: LabelRequest, overlay: bool, coco_roots: tuple[str, ...] | None = None):
         self.output, self.request, self.overlay = output, request, overlay
+        self.coco_roots = coco_roots
         self.written = beam.metrics.Metrics.counter(COUNTERS, "label_written")
 
     def apply(self, item: dict) -> None:
         segments = item.get("to_embed", np.zeros(0, np.int64))
         decision = item.get("decision") or Decision(np.zeros(0, np.int64), np.zeros(0, np.float32))
-        size = (item.get("source_height", item["height"]), item.get("source_width", item["width"]))
-        labels = paint_image(segments_of(item, segments), decision, self.request, size)
+        labels = paint_segments(item, decision, self.request)
         outputs.write_image_outputs(
             self.output, item["name"], item["uri"], item["image"], labels,
             [item["rles"][i] for i in segments], list(self.request.class_names), self.request.ignore_value,
-            self.overlay)
+            self.overlay, None if self.coco_roots is None else outputs.relative_path(item["uri"], self.coco_roots))
         self.written.inc()
         for key in self.HEAVY:
             item.pop(key, None)

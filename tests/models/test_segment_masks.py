@@ -5,12 +5,10 @@ import pytest
 import torch
 
 from models.config import FelzenszwalbConfig
-from models.maskers import FelzenszwalbMasker, Segments
+from models.maskers import FelzenszwalbMasker, Segments, segment_fields
 from models.pooling import mask_pool, mask_weights
 from models.rle import decode_masks, encode_masks
-from models.segment_masks import SegmentMasks
-from transforms.embed import segments_of
-from transforms.masks import segment_fields
+from models.segment_masks import SegmentMasks, segments_of
 
 
 def _partition(rng, height=23, width=31, n=7):
