@@ -109,9 +109,9 @@ def test_chooser_picks_ivf_for_large_sets_and_compresses_under_tight_budgets():
     assert mid.key.startswith("IVF") and ("SQ" in mid.key or "PQ" in mid.key)
     assert mid.memory_estimate_bytes <= parse_memory("2GB") < 1_000_000 * 768 * 4
     assert mid.nlist and mid.train_size >= 39 * mid.nlist
-    # 8-bit scalar codes (3.8 GB at 5M) no longer fit 2 GB: product quantization
+    # 8- and 6-bit scalar codes (3.8 / 2.9 GB at 5M) no longer fit 2 GB: 4-bit scalar codes (d/2 bytes)
     tight = choose_index(5_000_000, 768, parse_memory("2GB"))
-    assert ",PQ" in tight.key and tight.memory_estimate_bytes <= parse_memory("2GB")
+    assert ",SQ4" in tight.key and tight.memory_estimate_bytes <= parse_memory("2GB")
     assert tight.memory_estimate_bytes >= 5_000_000 * 8  # at least the ids are counted
     # every alternative it passed over was over budget
     for alt in tight.alternatives[:-1]:
@@ -161,7 +161,7 @@ def test_ivf_index_returns_each_segment_as_its_own_neighbour(tmp_path, key, n, a
     write_shards(tmp_path, x, [n // 3] * 3)
     info = build_index(str(tmp_path), index_key=key, recall_target=0.95, held_out_queries=200)
     assert info["index_key"] == key and "nprobe" in info["search_params"]
-    assert info["add_assignment"] == assignment and info["recall_target_met"]
+    assert info["assignment"] == assignment and info["recall_target_met"]
     index, _ = load_index(str(tmp_path))
     _, pos = search(index, x, 1)
     # a vector is always found in its own list when that list is probed first: exact self-retrieval
