@@ -113,7 +113,8 @@ def test_manifest_records_models_counts_and_recall(annotated_run, tiny_models):
     assert manifest["model_info"]["visual"]["model_id"] == tiny_models.visual.model_id
     assert manifest["model_info"]["text"]["dim"] == manifest["dims"]["text"] > 0
     assert manifest["models"]["preset"] == "tiny-random"
-    assert manifest["index"]["recall_at_10"] >= 0.95 and manifest["index"]["n"] == manifest["counts"]["segments_kept"]
+    index = manifest["index"]
+    assert index["k"] == 10 and index["recall_at_k"] >= 0.95 and index["n"] == manifest["counts"]["segments_kept"]
     assert manifest["run_metrics"]["images_read"] == 13  # 12 + the orphan; 2 undecodable
     assert manifest["run_metrics"]["images_failed"] == 3
     assert manifest["params"]["num_shards"] == 3
