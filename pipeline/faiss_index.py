@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ValueError, FileNotFoundError, CorruptIndex, RecallTargetMissed, RuntimeError) as e:
         # RecallTargetMissed: the best index was written with recall_target_met false; the run did not succeed
+        stages.close()  # the bars end first: the error is the last line
         print(
             f"faiss_index: error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
             file=sys.stderr,
