@@ -270,12 +270,19 @@ def build_index(
             plan.key + (" + refine" if plan.refine else "")]
         raise RecallTargetMissed(
             f"recall@{k} {chosen['recall']} (95% lower bound {chosen['recall_lower_95']}) is below the target "
-            f"{recall_target} for every index within the {budget / 1e9:g} GB budget (tried {', '.join(tried)}); "
+            f"{recall_target} for every index within the {_human_bytes(budget)} budget (tried {', '.join(tried)}); "
             f"the best was written to {storage.join(reference_dir, schema.INDEX_DIR)}: raise --memory_budget or "
             "lower --recall_target",
             info,
         )
     return info
+
+
+def _human_bytes(n: int) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} bytes"
 
 
 def _ids_table(shard, table: pa.Table) -> pa.Table:
