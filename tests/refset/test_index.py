@@ -268,6 +268,21 @@ def test_refine_from_float16_on_disk_lifts_recall_when_better_codes_do_not_fit(t
         load_index(str(tmp_path))
 
 
+def test_grouped_lists_escalate_to_exact_lists_before_refine(tmp_path):
+    # 40 clusters under 1024 lists: the grouped assigner agrees with exact on the sample, so it is used first;
+    # 0.8 MB holds only 4-bit codes, which miss 0.95: exact lists come first, then the float16 refine
+    x = clustered(24_000, 32, 40, 0.6, seed=2)
+    write_shards(tmp_path, x, [8000] * 3)
+    info = build_index(str(tmp_path), index_key="IVF1024,SQ4", memory_budget="0.8MB", recall_target=0.95,
+                       held_out_queries=200)
+    assert [(m["assignment"], m["next"]) for m in info["escalated_from"]] == [
+        ("grouped", "exact_assignment"), ("exact", "refine")]
+    assert info["assignment"] == "exact" and info["refine"] and info["recall_target_met"]
+    index, _ = load_index(str(tmp_path))
+    _, pos = search(index, x, 1)
+    assert (pos[:, 0] == np.arange(len(x))).mean() == 1.0
+
+
 def test_exact_assignment_puts_every_vector_in_the_list_of_faiss_s_quantizer(tmp_path):
     # 1024 lists over 1,000 random clusters: grouping the centroids has no structure to exploit, so the grouped
     # assigner disagrees with exact assignment on more than 0.1% of a sample and exact assignment is used
