@@ -3,6 +3,16 @@ against a Flat index measured in the same run, and the nprobe-vs-recall-vs-QPS c
 
     python bench/faiss_scale.py --n 1000000 --budget 2GB
     python bench/faiss_scale.py --n 5000000 --budget 2GB --dtype float16 --flat_subset 1000000
+    python bench/faiss_scale.py --family clustered --n 1000000 --budget 2GB --recall_target 0.95
+    python bench/faiss_scale.py --family clustered --n 5000000 --budget 2GB --recall_target 0.95 --dtype float16 \
+        --flat_subset 1000000
+
+Two data families (`--family`):
+  * lowrank (default): the mixture described below, made to resemble real segment embeddings;
+  * clustered: the hard case for compressed codes: `--clusters` (2,000) centres uniform on the sphere, each point
+    = centre + `--sigma` (0.03) · N(0, I) per dimension, normalised. In 768-d the noise has norm ~0.83, so every
+    member of a cluster is almost equidistant from the others: the top-10 is decided by small differences in
+    inner product that coarse codes (SQ8 and below) blur. Equal cluster sizes.
 
 Data: a mixture of `--clusters` Gaussians on the unit sphere in d=768, generated in chunks with a fixed seed and
 written as segments/part-*.parquet (segment_id + visual_embedding; the columns the index step reads). Each
@@ -43,12 +53,12 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from refset import schema  # noqa: E402
 from refset.index import (  # noqa: E402
-    _search_params,
-    _set_search_params,
+    RecallTargetMissed,
     build_index,
     load_index,
     parse_memory,
     recall_at_k,
+    set_search_params,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -108,7 +118,25 @@ class Mixture:
         return x[rng.permutation(n)]
 
 
-def write_data(ref: Path, mixture: Mixture, n: int, shard_rows: int, dtype: str, seed: int) -> float:
+class Clustered:
+    """`clusters` centres uniform on the unit sphere; a point is its centre + sigma·N(0, I), normalised."""
+
+    def __init__(self, dim: int, clusters: int, sigma: float, seed: int):
+        rng = np.random.default_rng(seed)
+        c = rng.standard_normal((clusters, dim)).astype(np.float32)
+        self.centers = c / np.linalg.norm(c, axis=1, keepdims=True)
+        self.dim, self.sigma = dim, sigma
+
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((n, self.dim), dtype=np.float32)
+        x *= np.float32(self.sigma)
+        x += self.centers[rng.integers(0, len(self.centers), n)]
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return x
+
+
+def write_data(ref: Path, mixture: Mixture | Clustered, n: int, shard_rows: int, dtype: str, seed: int) -> float:
     """Write segments/ in chunks (one shard per chunk); returns seconds. Reuses a complete earlier write."""
     done = ref / "segments" / "_DONE"
     if done.exists():
@@ -168,10 +196,12 @@ def timed_search(index: faiss.Index, queries: np.ndarray, k: int, repeats: int =
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--family", default="lowrank", choices=["lowrank", "clustered"])
+    p.add_argument("--sigma", type=float, default=0.03, help="clustered: per-dimension noise around each centre")
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--budget", default="2GB")
     p.add_argument("--dim", type=int, default=768)
-    p.add_argument("--clusters", type=int, default=3000)
+    p.add_argument("--clusters", type=int, default=None, help="default 3000 (lowrank), 2000 (clustered)")
     p.add_argument("--intrinsic_dim", type=int, default=24)
     p.add_argument("--spread", type=float, default=0.6)
     p.add_argument("--noise", type=float, default=0.25)
@@ -180,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared", type=float, default=0.4)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--shard_rows", type=int, default=100_000)
-    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--queries", type=int, default=None, help="fresh queries; default 1000 (lowrank), 5000 (clustered)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--held_out", type=int, default=1000, help="build_index's held-out queries for tuning")
     p.add_argument("--recall_target", type=float, default=0.97)
@@ -192,9 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep_data", action="store_true")
     p.add_argument("--generate_only", action="store_true", help="write the synthetic shards and stop")
     args = p.parse_args(argv)
+    clustered = args.family == "clustered"
+    args.clusters = args.clusters or (2000 if clustered else 3000)
+    args.queries = args.queries or (5000 if clustered else 1000)
 
     faiss.omp_set_num_threads(args.threads)
-    tag = f"{args.n}_{args.budget}"
+    tag = f"{args.n}_{args.budget}" if not clustered else f"clustered_{args.n}_{args.budget}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     lines_path = RESULTS / f"faiss_scale_{tag}.jsonl"
     lines_out = open(lines_path, "w")
@@ -205,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         lines_out.write(line + "\n")
         lines_out.flush()
 
-    ref = Path(args.workdir or f"/tmp/reme-faiss-bench/{args.n}-{args.dim}-{args.clusters}-{args.dtype}-{args.seed}")
-    mixture = Mixture(
+    family = f"clustered-sigma{args.sigma}" if clustered else "lowrank"
+    ref = Path(args.workdir or f"/tmp/reme-faiss-bench/{family}-{args.n}-{args.dim}-{args.clusters}-{args.dtype}-{args.seed}")
+    mixture = Clustered(args.dim, args.clusters, args.sigma, args.seed) if clustered else Mixture(
         args.dim,
         args.clusters,
         args.intrinsic_dim,
@@ -226,9 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     emit(
         {
             "event": "data",
+            "family": family,
             "n": args.n,
             "dim": args.dim,
             "clusters": args.clusters,
+            **({"sigma": args.sigma} if clustered else {}),
             "intrinsic_dim": args.intrinsic_dim,
             "spread": args.spread,
             "noise": args.noise,
@@ -249,15 +285,19 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the build step, exactly as the pipeline runs it
     for old in (ref / "index").glob("*"):
         old.unlink()
-    info = build_index(
-        str(ref),
-        memory_budget=args.budget,
-        recall_target=args.recall_target,
-        k=args.k,
-        held_out_queries=args.held_out,
-        seed=args.seed,
-        progress=True,
-    )
+    build_error = None
+    try:
+        info = build_index(
+            str(ref),
+            memory_budget=args.budget,
+            recall_target=args.recall_target,
+            k=args.k,
+            held_out_queries=args.held_out,
+            seed=args.seed,
+            progress=True,
+        )
+    except RecallTargetMissed as missed:  # the best index is written all the same: bench it
+        info, build_error = missed.info, str(missed)
     emit(
         {
             "event": "build",
@@ -273,29 +313,38 @@ def main(argv: list[str] | None = None) -> int:
                     "recall_target",
                     "recall_target_met",
                     "qps",
+                    "refine",
+                    "assignment",
+                    "grouped_assignment_agreement",
                     "train_size",
                     "train_seconds",
                     "add_seconds",
                     "tune_seconds",
+                    "escalate_seconds",
                     "build_seconds",
+                    "escalated_from",
                 )
             },
+            "build_error": build_error,
             "build_tuning_curve": info["tuning_curve"],
         }
     )
 
-    # 2. fresh queries and their exact neighbours
+    # 2. fresh queries; 3. Flat on the same queries (all vectors, or a subset scaled linearly). With all vectors,
+    # Flat's answer is the exact neighbours (one exhaustive pass, not two); with a subset they are streamed.
     queries = mixture.sample(args.queries, seed=10**6 + args.seed)
-    t0 = time.perf_counter()
-    exact_scores, exact = exact_neighbours(ref, queries, args.k)
-    exact_seconds = time.perf_counter() - t0
-
-    # 3. Flat on the same queries (all vectors, or a subset scaled linearly)
     m = args.flat_subset if 0 < args.flat_subset < args.n else args.n
     flat = faiss.IndexFlatIP(args.dim)
     flat.add(read_all(ref, args.dim, limit=m))
-    _, flat_qps_measured = timed_search(flat, queries, args.k)
+    t0 = time.perf_counter()
+    exact_scores, exact = flat.search(queries, args.k)
+    flat_qps_measured = len(queries) / (time.perf_counter() - t0)
     del flat
+    exact_seconds = 0.0
+    if m != args.n:
+        t0 = time.perf_counter()
+        exact_scores, exact = exact_neighbours(ref, queries, args.k)
+        exact_seconds = time.perf_counter() - t0
     flat_qps = flat_qps_measured * m / args.n
     emit(
         {
@@ -320,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         "event": "tuned",
         "index_key": info["index_key"],
         **info["search_params"],
-        "recall_at_10": round(recall_at_k(ids, exact), 4),
+        "recall_at_k": round(recall_at_k(ids, exact), 4),
         "qps": round(qps, 1),
         "speedup_vs_flat": round(qps / flat_qps, 1),
     }
@@ -328,11 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     curve = []
     param = info["plan"]["search_param"]
     for value in info["plan"]["candidates"] if param else []:
-        _set_search_params(index, _search_params(param, value, index))
+        set_search_params(index, {**info["search_params"], param: value})
         ids, qps = timed_search(index, queries, args.k, repeats=2)
         point = {
+            **info["search_params"],
             param: value,
-            "recall_at_10": round(recall_at_k(ids, exact), 4),
+            "recall_at_k": round(recall_at_k(ids, exact), 4),
             "qps": round(qps, 1),
             "speedup_vs_flat": round(qps / flat_qps, 1),
         }
@@ -357,15 +407,32 @@ def main(argv: list[str] | None = None) -> int:
 
     def best_at(min_speedup: float) -> dict | None:
         ok = [c for c in curve if c["speedup_vs_flat"] >= min_speedup]
-        return max(ok, key=lambda c: c["recall_at_10"]) if ok else None
+        return max(ok, key=lambda c: c["recall_at_k"]) if ok else None
 
     at50, at20 = best_at(50), best_at(20)
     emit(
         {
             "event": "summary",
             "n": args.n,
+            "dim": args.dim,
+            "family": family,
             "budget": args.budget,
             "index_key": info["index_key"],
+            "refine": bool(info.get("refine")),
+            "search_params": info["search_params"],
+            "k": args.k,
+            "recall_at_k": tuned["recall_at_k"],
+            "qps_ratio_vs_flat": tuned["speedup_vs_flat"],
+            "build_s": info["build_seconds"],
+            "memory": {
+                "budget_bytes": parse_memory(args.budget),
+                "estimate_bytes": info["memory_estimate_bytes"],
+                "index_file_bytes": info["index_bytes"],
+                "refine_on_disk_bytes": (info.get("refine") or {}).get("bytes", 0),
+            },
+            "recall_target": info["recall_target"],
+            "recall_target_met": info["recall_target_met"],
+            "build_error": build_error,
             "build_seconds": info["build_seconds"],
             "index_bytes": info["index_bytes"],
             "budget_bytes": parse_memory(args.budget),
@@ -375,12 +442,12 @@ def main(argv: list[str] | None = None) -> int:
             "best_recall_at_20x_flat": at20,
             # the issue's targets: 1M under 2 GB (recall, speed, build time); 5M under 2 GB (>= 20x Flat)
             "targets": {
-                "recall>=0.97": tuned["recall_at_10"] >= 0.97,
+                "recall>=0.97": tuned["recall_at_k"] >= 0.97,
                 "speedup>=50": tuned["speedup_vs_flat"] >= 50,
-                "build<180s": info["build_seconds"] < 180,
+                "build<=180s": info["build_seconds"] <= 180,
             }
             if args.n <= 1_000_000
-            else {"speedup>=20": tuned["speedup_vs_flat"] >= 20},
+            else {"recall>=0.95": tuned["recall_at_k"] >= 0.95, "speedup>=20": tuned["speedup_vs_flat"] >= 20},
         }
     )
     lines_out.close()

@@ -40,12 +40,12 @@ from models.text import describe_text
 from models.visual import describe_visual
 from models.weights import WeightsUnavailable, load_pretrained
 from pipeline import progress
-from pipeline.command import UsageError, run_command, weights_error_of
+from pipeline.command import RunFailure, UsageError, run_command, weights_error_of
 from pipeline.config import IndexJobConfig
 from pipeline.options import parse
 from refset import manifest as manifest_lib
 from refset import schema, staging, storage
-from refset.index import build_index
+from refset.index import RecallTargetMissed, build_index
 from transforms import writers
 from transforms.annotations import AnnotateImage, read_classes
 from transforms.captions import (
@@ -364,6 +364,7 @@ def metrics_of(result) -> dict[str, int]:
 
 def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
     counts = manifest_lib.count_outputs(plan.output)
+    index_failure = None
     if config.index.skip:
         index_info = {"skipped": "--skip_index"}
     elif counts["segments_kept"] == 0:
@@ -373,6 +374,8 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
         try:
             index_info = build_index(plan.output, memory_budget=config.index.memory_budget,
                                      recall_target=config.index.recall_target, on_progress=stages)
+        except RecallTargetMissed as missed:  # the best index is written; the manifest records it, then exit 1
+            index_info, index_failure = missed.info, str(missed)
         finally:
             stages.close()
     params = {
@@ -402,6 +405,8 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
         run_metrics=metrics_of(result),
     )
     storage.write_json(storage.join(plan.output, schema.MANIFEST), manifest)
+    if index_failure is not None:
+        raise RunFailure(f"index: {index_failure}")
     return manifest
 
 
@@ -467,10 +472,20 @@ def main(argv=None) -> None:
     index = manifest.get("index") or {}
     print(f"reference set written to {manifest['run']['output']}: {counts['segments_kept']} segments, "
           f"{counts['labels']} labels from {counts['images_in']} images ({counts['images_failed']} failed); "
-          f"dropped {counts['dropped_by_reason']}; index {index.get('index_key', index.get('key', index))}",
+          f"dropped {counts['dropped_by_reason']}; index {index_summary(index)}",
           file=sys.stderr)
     if (line := captions_summary(manifest)) is not None:
         print(line, file=sys.stderr)
+
+
+def index_summary(index: dict) -> str:
+    """The run summary's index part: the key and its measured recall, or why there is no index."""
+    if "index_key" not in index:
+        return f"skipped ({index.get('skipped', 'not built')})"
+    refine = " + float16 refine" if index.get("refine") else ""
+    return (f"{index['index_key']}{refine} {index['search_params'] or 'exact'}, recall@{index['k']} "
+            f"{index['recall_at_k']} (target {index['recall_target']} "
+            f"{'met' if index['recall_target_met'] else 'missed'})")
 
 
 def captions_summary(manifest: dict) -> str | None:

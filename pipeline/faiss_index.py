@@ -11,7 +11,7 @@ import json
 import sys
 
 from pipeline.progress import FAISS_UNITS, Stages
-from refset.index import CorruptIndex, build_index
+from refset.index import CorruptIndex, RecallTargetMissed, build_index
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             index_key=args.index_key,
             on_progress=stages,
         )
-    except (ValueError, FileNotFoundError, CorruptIndex, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, CorruptIndex, RecallTargetMissed, RuntimeError) as e:
+        # RecallTargetMissed: the best index was written with recall_target_met false; the run did not succeed
+        stages.close()  # the bars end first: the error is the last line
         print(
             f"faiss_index: error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
             file=sys.stderr,
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         stages.close()
     summary = {
         key: info[key]
-        for key in ("index_key", "n", "dim", "search_params", "recall_at_k", "qps", "build_seconds", "index_bytes")
+        for key in ("index_key", "n", "dim", "search_params", "k", "recall_at_k", "recall_target_met", "qps",
+                    "build_seconds", "index_bytes")
     }
     print(json.dumps(summary))
     return 0

@@ -219,7 +219,8 @@ class Stages:
         self.bar, self.stage = None, None
 
 
-FAISS_UNITS = {"train": ("steps", "step"), "add": ("vectors", "vec"), "tune": ("steps", "step")}
+FAISS_UNITS = {"train": ("steps", "step"), "add": ("vectors", "vec"), "refine": ("vectors", "vec"),
+               "tune": ("steps", "step")}
 
 
 # ---------------------------------------------------------------------------------------------------------

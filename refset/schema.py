@@ -27,6 +27,7 @@ INDEX_DIR = "index"
 INDEX_FILE = "index/segments.faiss"
 INDEX_IDS = "index/ids.parquet"
 INDEX_INFO = "index/index_info.json"
+INDEX_REFINE = "index/refine_fp16.faiss"  # float16 copies of the vectors when the index has a refine stage
 
 # Why a segment or pair is not in segments/ (the quality report counts these).
 DROP_REASONS = ("too_small", "unpaired", "outlier", "rare_label", "duplicate", "unlabelled")

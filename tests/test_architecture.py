@@ -101,3 +101,53 @@ def test_the_checker_sees_imports_inside_functions(package, tmp_path):
     source = tmp_path / "probe.py"
     source.write_text(f"import os\n\ndef f():\n    from {package}.sub import x\n")
     assert imports_of(source) == [("os", 1, False), (f"{package}.sub", 4, True)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# refset.index is used through its facade (refset/index/__init__.py) only
+
+
+def _files_outside_the_index_package() -> list[Path]:
+    roots = [REPO / p for p in (*LAYERS, "bench", "tests")]
+    return [f for root in roots for f in sorted(root.rglob("*.py")) if (REPO / "refset" / "index") not in f.parents]
+
+
+def private_index_uses(path: Path) -> list[str]:
+    """Imports of refset.index's submodules or private names, and `alias._name` on a module alias of it."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    aliases, found = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.startswith("refset.index."):
+                found.append(f"{node.lineno}: from {node.module} import ...")
+            elif node.module == "refset.index":
+                found += [f"{node.lineno}: from refset.index import {a.name}" for a in node.names if a.name.startswith("_")]
+            elif node.module == "refset":
+                aliases |= {a.asname or a.name for a in node.names if a.name == "index"}
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("refset.index."):
+                    found.append(f"{node.lineno}: import {a.name}")
+                elif a.name == "refset.index" and a.asname:
+                    aliases.add(a.asname)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                and node.attr.startswith("_")):
+            found.append(f"{node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_refset_index_is_used_only_through_its_facade():
+    """Callers, benches and tests name only what refset/index/__init__.py exports: the package's modules and
+    private helpers can change without touching them."""
+    bad = [f"{path.relative_to(REPO)}:{use}" for path in _files_outside_the_index_package()
+           for use in private_index_uses(path)]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_facade_checker_sees_private_uses(tmp_path):
+    source = tmp_path / "probe.py"
+    source.write_text("from refset.index import build_index, _train\nfrom refset.index.tune import tune\n"
+                      "from refset import index as fi\nfi._set_search_params(1, {})\nfi.search\n")
+    assert private_index_uses(source) == ["1: from refset.index import _train", "2: from refset.index.tune import ...",
+                                          "4: fi._set_search_params"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,16 +11,25 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import build_index
+from pipeline.command import RunFailure, exit_code_of
 from refset import schema, staging
+from refset.index import RecallTargetMissed
 from transforms.annotations import decode_label_map
 
 from .helpers import CLASSES, make_annotated_dataset, read_parts, rows
 
 
-def run_job(tiny_models, output: Path, *flags: str) -> dict:
-    argv = ["--output", str(output), "--preset", "tiny-random", "--cache_dir", tiny_models.cache_dir,
+def job_argv(tiny_models, output: Path, *flags: str) -> list[str]:
+    return ["--output", str(output), "--preset", "tiny-random", "--cache_dir", tiny_models.cache_dir,
             "--torch_threads", "1", *flags]
-    return build_index.run(argv, save_main_session=False)
+
+
+def run_job(tiny_models, output: Path, *flags: str) -> dict:
+    return build_index.run(job_argv(tiny_models, output, *flags), save_main_session=False)
+
+
+ANNOTATED_FLAGS = ("--label_source", "annotations", "--ignore_index", "0", "--num_shards", "3", "--min_label_count",
+                   "2", "--embedding_dtype", "float32")
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +43,7 @@ def annotated_run(tiny_models, tmp_path_factory):
 
     Image.fromarray(orphan).save(root / "images" / "orphan.png")
     output = tmp_path_factory.mktemp("ref") / "reference"
-    manifest = run_job(tiny_models, output, "--label_source", "annotations", "--annotations", str(root),
-                       "--ignore_index", "0", "--num_shards", "3", "--min_label_count", "2", "--embedding_dtype",
-                       "float32")
+    manifest = run_job(tiny_models, output, "--annotations", str(root), *ANNOTATED_FLAGS)
     return root, output, manifest
 
 
@@ -113,10 +121,39 @@ def test_manifest_records_models_counts_and_recall(annotated_run, tiny_models):
     assert manifest["model_info"]["visual"]["model_id"] == tiny_models.visual.model_id
     assert manifest["model_info"]["text"]["dim"] == manifest["dims"]["text"] > 0
     assert manifest["models"]["preset"] == "tiny-random"
-    assert manifest["index"]["recall_at_10"] >= 0.95 and manifest["index"]["n"] == manifest["counts"]["segments_kept"]
+    index = manifest["index"]
+    assert index["k"] == 10 and index["recall_at_k"] >= 0.95 and index["n"] == manifest["counts"]["segments_kept"]
     assert manifest["run_metrics"]["images_read"] == 13  # 12 + the orphan; 2 undecodable
     assert manifest["run_metrics"]["images_failed"] == 3
     assert manifest["params"]["num_shards"] == 3
+
+
+def test_a_missed_recall_target_is_recorded_in_the_manifest_then_fails_the_job_in_one_line(
+        annotated_run, tiny_models, tmp_path, monkeypatch):
+    """The index step raising RecallTargetMissed (it has written its best index): the manifest is written with that
+    index's info, then the job ends as a RunFailure (exit 1, one line)."""
+    root, output, _ = annotated_run
+    copy = tmp_path / "reference"
+    shutil.copytree(output, copy)
+    config, _ = build_index.parse(job_argv(tiny_models, copy, "--annotations", str(root), *ANNOTATED_FLAGS))
+    plan = build_index.prepare(config)
+    written = {**json.loads((copy / schema.INDEX_INFO).read_text()), "recall_at_k": 0.5, "recall_lower_95": 0.45,
+               "recall_target_met": False}
+
+    def index_step(reference, **kwargs):
+        assert reference == plan.output
+        raise RecallTargetMissed("recall@10 0.5 (95% lower bound 0.45) is below the target 0.95 for every index "
+                                 "within the 2 GB budget (tried Flat)", written)
+
+    monkeypatch.setattr(build_index, "build_index", index_step)
+    with pytest.raises(RunFailure) as err:
+        build_index.finish(config, plan, None)
+    code, line = exit_code_of(err.value)
+    assert code == 1 and line.startswith("index: recall@10 0.5") and "\n" not in line
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["index"]["recall_target_met"] is False and manifest["index"]["recall_at_k"] == 0.5
+    assert manifest["counts"]["segments_kept"] > 0  # the rest of the record is there too
+    assert "target 0.95 missed" in build_index.index_summary(manifest["index"])
 
 
 def test_real_photos_from_all_three_annotation_formats(real_data, tiny_models, tmp_path):

@@ -18,6 +18,7 @@ from refset import schema
 from refset.index import (
     FLAT_MAX_VECTORS,
     CorruptIndex,
+    RecallTargetMissed,
     build_index,
     choose_index,
     load_index,
@@ -83,6 +84,24 @@ def exact_topk(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :k]
 
 
+def hard(n: int, dim: int, clusters: int, sigma: float, seed: int) -> np.ndarray:
+    """The bench's hard family at small scale: centre + sigma·N(0, I) per dimension, normalised. With
+    sigma·sqrt(dim) ~ 0.8 every member of a cluster is almost equidistant: coarse codes blur the top-10."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, dim))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    x = centers[rng.integers(0, clusters, n)] + sigma * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def loo_recall(index, x: np.ndarray, k: int, n_queries: int, seed: int) -> float:
+    """Leave-one-out recall@k of a loaded index against numpy brute force, on stored vectors as queries."""
+    qpos = np.random.default_rng(seed).choice(len(x), n_queries, replace=False)
+    exact = exact_topk(x, x[qpos], k + 1)
+    _, approx = search(index, x[qpos], k + 1)
+    return float(np.mean([len((set(a) - {p}) & set(e[e != p][:k])) / k for a, e, p in zip(approx, exact, qpos, strict=True)]))
+
+
 # --- choosing ---------------------------------------------------------------------------------------------------
 
 
@@ -109,13 +128,21 @@ def test_chooser_picks_ivf_for_large_sets_and_compresses_under_tight_budgets():
     assert mid.key.startswith("IVF") and ("SQ" in mid.key or "PQ" in mid.key)
     assert mid.memory_estimate_bytes <= parse_memory("2GB") < 1_000_000 * 768 * 4
     assert mid.nlist and mid.train_size >= 39 * mid.nlist
-    # 8-bit scalar codes (3.8 GB at 5M) no longer fit 2 GB: product quantization
+    # 8- and 6-bit scalar codes (3.8 / 2.9 GB at 5M) no longer fit 2 GB: 4-bit scalar codes (d/2 bytes)
     tight = choose_index(5_000_000, 768, parse_memory("2GB"))
-    assert ",PQ" in tight.key and tight.memory_estimate_bytes <= parse_memory("2GB")
+    assert ",SQ4" in tight.key and tight.memory_estimate_bytes <= parse_memory("2GB")
     assert tight.memory_estimate_bytes >= 5_000_000 * 8  # at least the ids are counted
     # every alternative it passed over was over budget
     for alt in tight.alternatives[:-1]:
         assert alt["memory_estimate_bytes"] > parse_memory("2GB")
+
+
+def test_float16_codes_are_chosen_when_they_fit_and_8_bit_when_they_do_not():
+    # 1M x 768: float16 codes + ids are 1.544 GB, float32 3.08 GB: under 2 GB the ladder must stop at SQfp16
+    plan = choose_index(1_000_000, 768, parse_memory("2GB"))
+    assert plan.key == "IVF2048,SQfp16" and plan.memory_estimate_bytes <= parse_memory("2GB")
+    assert plan.memory_estimate_bytes >= 1_000_000 * (2 * 768 + 8)
+    assert choose_index(1_000_000, 768, parse_memory("1.5GB")).key == "IVF2048,SQ8"
 
 
 def test_chooser_mid_size_is_a_graph_or_ivf_and_refuses_impossible_budgets():
@@ -161,7 +188,7 @@ def test_ivf_index_returns_each_segment_as_its_own_neighbour(tmp_path, key, n, a
     write_shards(tmp_path, x, [n // 3] * 3)
     info = build_index(str(tmp_path), index_key=key, recall_target=0.95, held_out_queries=200)
     assert info["index_key"] == key and "nprobe" in info["search_params"]
-    assert info["add_assignment"] == assignment and info["recall_target_met"]
+    assert info["assignment"] == assignment and info["recall_target_met"]
     index, _ = load_index(str(tmp_path))
     _, pos = search(index, x, 1)
     # a vector is always found in its own list when that list is probed first: exact self-retrieval
@@ -186,6 +213,123 @@ def test_tuned_recall_meets_target_on_clustered_data(tmp_path):
     _, approx = search(index, x[qpos], 11)
     hits = [len((set(a) - {p}) & (set(e[e != p][:10]))) / 10 for a, e, p in zip(approx, exact, qpos, strict=True)]
     assert np.mean(hits) >= 0.88  # fresh queries, so allow a little sampling noise around the 0.9 target
+
+
+def test_info_has_one_key_per_fact(tmp_path):
+    x = clustered(3000, 16, 20, 0.6, seed=8)
+    write_shards(tmp_path, x, [3000])
+    info = build_index(str(tmp_path), index_key="IVF16,SQ8", recall_target=0.9, k=5, held_out_queries=100)
+    on_disk = json.loads((tmp_path / schema.INDEX_INFO).read_text())
+    assert on_disk == info
+    assert [key for key in info if key.startswith("recall_at")] == ["recall_at_k"] and info["k"] == 5
+    assert set(info["search_params"]) == {"nprobe"} and "nprobe" not in info
+    # the plan's record adds what the top level does not say; nothing is said twice under another name
+    assert not set(info["plan"]) & set(info)
+    assert not {"key", "n_vectors", "dim", "memory_budget_bytes", "memory_estimate_bytes", "train_size"} & set(info["plan"])
+
+
+def test_a_coarse_first_choice_that_misses_escalates_to_better_codes(tmp_path):
+    x = hard(20_000, 64, 50, 0.1, seed=9)
+    write_shards(tmp_path, x, [10_000, 10_000])
+    info = build_index(str(tmp_path), index_key="IVF64,SQ4", recall_target=0.95, held_out_queries=300)
+    [first] = info["escalated_from"]
+    assert first["index_key"] == "IVF64,SQ4" and first["recall_lower_95"] < 0.95 and first["next"] == "codes"
+    # the most accurate codes within the (roomy) budget, on the same lists
+    assert info["index_key"] == "IVF64,Flat" and info["refine"] is None
+    assert info["recall_target_met"] and info["recall_at_k"] >= 0.95 > first["recall_at_k"]
+    index, _ = load_index(str(tmp_path))
+    assert loo_recall(index, x, 10, 300, seed=10) >= 0.93  # independent check, fresh draw of queries
+
+
+def test_refine_from_float16_on_disk_lifts_recall_when_better_codes_do_not_fit(tmp_path):
+    x = hard(20_000, 64, 50, 0.1, seed=9)
+    write_shards(tmp_path, x, [10_000, 10_000])
+    # 1 MB holds 4-bit codes (0.82 MB with ids) but not 6-bit (1.1 MB): only the refine stage can lift recall
+    info = build_index(str(tmp_path), index_key="IVF64,SQ4", memory_budget="1MB", recall_target=0.95,
+                       held_out_queries=300)
+    [first] = info["escalated_from"]
+    assert first["next"] == "refine" and first["recall_at_k"] < 0.9
+    assert info["index_key"] == "IVF64,SQ4" and info["memory_estimate_bytes"] <= 1_000_000
+    assert info["refine"]["codes"] == "SQfp16" and "k_factor_rf" in info["search_params"]
+    assert info["recall_target_met"] and info["recall_at_k"] >= 0.95
+    refine_file = tmp_path / info["refine"]["file"]
+    assert refine_file.stat().st_size == info["refine"]["bytes"] >= 20_000 * 64 * 2
+
+    index, _ = load_index(str(tmp_path))
+    assert index.k_factor == info["search_params"]["k_factor_rf"]
+    assert loo_recall(index, x, 10, 300, seed=10) >= 0.93
+    _, pos = search(index, x[:500], 1)
+    np.testing.assert_array_equal(pos[:, 0], np.arange(500))
+    # a damaged refine file is refused like the index itself
+    data = bytearray(refine_file.read_bytes())
+    data[-3] ^= 0xFF
+    refine_file.write_bytes(bytes(data))
+    with pytest.raises(CorruptIndex, match="checksum"):
+        load_index(str(tmp_path))
+
+
+def test_grouped_lists_escalate_to_exact_lists_before_refine(tmp_path):
+    # 40 clusters under 1024 lists: the grouped assigner agrees with exact on the sample, so it is used first;
+    # 0.8 MB holds only 4-bit codes, which miss 0.95: exact lists come first, then the float16 refine
+    x = clustered(24_000, 32, 40, 0.6, seed=2)
+    write_shards(tmp_path, x, [8000] * 3)
+    info = build_index(str(tmp_path), index_key="IVF1024,SQ4", memory_budget="0.8MB", recall_target=0.95,
+                       held_out_queries=200)
+    assert [(m["assignment"], m["next"]) for m in info["escalated_from"]] == [
+        ("grouped", "exact_assignment"), ("exact", "refine")]
+    assert info["assignment"] == "exact" and info["refine"] and info["recall_target_met"]
+    index, _ = load_index(str(tmp_path))
+    _, pos = search(index, x, 1)
+    assert (pos[:, 0] == np.arange(len(x))).mean() == 1.0
+
+
+def test_exact_assignment_puts_every_vector_in_the_list_of_faiss_s_quantizer(tmp_path):
+    # 1024 lists over 1,000 random clusters: grouping the centroids has no structure to exploit, so the grouped
+    # assigner disagrees with exact assignment on more than 0.1% of a sample and exact assignment is used
+    n = 45_000
+    x = hard(n, 32, 1000, 0.12, seed=11)
+    write_shards(tmp_path, x, [15_000] * 3)
+    info = build_index(str(tmp_path), index_key="IVF1024,Flat", recall_target=0.5, held_out_queries=100)
+    assert info["assignment"] == "exact" and info["grouped_assignment_agreement"] < 0.999
+    index, _ = load_index(str(tmp_path))
+    ivf = faiss.extract_index_ivf(index)
+    _, expected = ivf.quantizer.search(x, 1)  # faiss's own assignment (what index.add would do)
+    got = np.full(n, -1)
+    invlists = ivf.invlists
+    for lst in range(ivf.nlist):
+        size = invlists.list_size(lst)
+        if size:
+            got[faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy()] = lst
+    assert (got == expected[:, 0]).mean() == 1.0
+
+
+def test_nothing_within_the_budget_reaches_the_target_raises_after_writing_the_best(tmp_path, capsys):
+    # groups of 30 near-copies (spread 1e-5, below float16's resolution): which 10 of the 29 others are nearest
+    # depends on differences no compressed code keeps, and float32 codes (0.41 MB) exceed the 0.3 MB budget
+    rng = np.random.default_rng(12)
+    centers = rng.standard_normal((100, 32))
+    x = np.repeat(centers / np.linalg.norm(centers, axis=1, keepdims=True), 30, axis=0)
+    x = x + 1e-5 * rng.standard_normal(x.shape)
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    write_shards(tmp_path, x, [3000])
+    with pytest.raises(RecallTargetMissed) as err:
+        build_index(str(tmp_path), index_key="IVF16,SQ8", memory_budget="300KB", recall_target=0.95,
+                    held_out_queries=200)
+    message, info = str(err.value), err.value.info
+    assert "\n" not in message and "IVF16,SQ8" in message and "IVF16,SQfp16" in message
+    assert [m["index_key"] for m in info["escalated_from"]] == ["IVF16,SQ8"]
+    assert info["index_key"] == "IVF16,SQfp16" and info["refine"] is None and not info["recall_target_met"]
+    on_disk = json.loads((tmp_path / schema.INDEX_INFO).read_text())
+    assert on_disk["recall_target_met"] is False and on_disk["index_key"] == "IVF16,SQfp16"
+    index, _ = load_index(str(tmp_path))  # the best index was written and loads
+    assert index.ntotal == 3000
+
+    # the CLI: exit 1, one line
+    capsys.readouterr()
+    assert main(["--reference", str(tmp_path), "--index_key", "IVF16,SQ8", "--memory_budget", "300KB",
+                 "--held_out_queries", "200"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()  # progress bars, then the error as the last line
+    assert err[-1].startswith("faiss_index: error: recall@10") and [ln for ln in err if "error" in ln] == err[-1:]
 
 
 def test_float16_shards_load_and_search(tmp_path):
