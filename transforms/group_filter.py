@@ -291,7 +291,7 @@ class SmallestFn(beam.CombineFn):
     def add_input(self, acc, entry):
         count, sample = acc
         sample.append(entry)
-        if len(sample) >= 2 * self.size:  # amortised: truncate once the buffer doubles
+        if len(sample) >= self.size + max(self.size // 4, 1):  # amortised: truncate at 1.25 x size
             sample = smallest(sample, self.size)
         return count + 1, sample
 
