@@ -108,8 +108,9 @@ def smallest(entries: list[tuple], size: int) -> list[tuple]:
 
 
 def member_entry(segment_id: str, label: str, embedding) -> tuple:
-    """A pair as a sampling entry: (rank, segment_id, label, float32 embedding)."""
-    return rank_of(segment_id, label), segment_id, label, np.asarray(embedding, dtype=np.float32)
+    """A pair as a sampling entry: (rank, segment_id, label, float32 embedding). The embedding is copied, so an
+    entry never keeps a larger array alive (a view into a batch would pin the whole batch in the sample)."""
+    return rank_of(segment_id, label), segment_id, label, np.array(embedding, dtype=np.float32)
 
 
 def make_bank(entries: list[tuple]) -> Bank:

@@ -201,3 +201,10 @@ def test_staged_pairs_carry_the_same_digest_for_the_same_pixels():
     c = staging_rows(item("/c.png", changed), annotated=True)["pairs"][0]
     assert a["image_digest"] == b["image_digest"] != c["image_digest"]
     assert content_key(a) == content_key(b) != content_key(c)
+
+
+def test_sample_entries_own_their_embedding():
+    """An entry copies its vector: a view into a batch would pin the whole batch in the bounded sample."""
+    batch = np.ones((100, 8), dtype=np.float32)
+    entry = member_entry("s-00000", "dog", batch[3])
+    assert entry[3].base is None and entry[3].nbytes == 8 * 4
