@@ -56,8 +56,7 @@ def job_argv(data: Path, output: Path, cache: str, max_side: int) -> list[str]:
 
 
 def plain_loop(data: Path, output: Path, cache: str, max_side: int) -> dict:
-    """The same steps as the job, in one process, no Beam: Read, Mask, Label, Pair, Embed, Filter, Write."""
-    import numpy as np
+    """The same steps as the job, in one process, no Beam: Read, Mask, Label, Pair, Embed, Dedup, Filter, Write."""
 
     from models.images import decode_image
     from models.nlp import labels_from_captions
@@ -66,7 +65,7 @@ def plain_loop(data: Path, output: Path, cache: str, max_side: int) -> dict:
     from refset import schema, staging, storage
     from transforms.captions import caption_key, read_captions, union_labels
     from transforms.embed import VisualModelHandler
-    from transforms.group_filter import filter_group
+    from transforms.group_filter import dedup_rows, filter_pairs
     from transforms.images import list_inputs
     from transforms.masks import MaskerModelHandler
     from transforms.pairing import PairingModelHandler
@@ -106,13 +105,11 @@ def plain_loop(data: Path, output: Path, cache: str, max_side: int) -> dict:
     results = [timed("stage_rows", staging_rows, item, False) for item in embedded]
     pairs = [row for r in results for row in r["pairs"]]
     t0 = time.perf_counter()
+    pairs, _ = dedup_rows(pairs)
     group_filter = config.group_filter_for(len(uris))
-    kept = []
-    for label in sorted({r["label"] for r in pairs}):
-        group = [r for r in pairs if r["label"] == label]
-        quality, reasons = filter_group(np.stack([r["visual_embedding"] for r in group]), group_filter)
-        kept += [{**r, "quality": float(q), "label_id": 0} for r, q, why in zip(group, quality, reasons, strict=True)
-                 if not why]
+    decided = filter_pairs(pairs, group_filter)
+    kept = [{**r, "quality": float(decided[(r["segment_id"], r["label"])][0]), "label_id": 0} for r in pairs
+            if not decided[(r["segment_id"], r["label"])][1]]
     timings["group_filter"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if kept:

@@ -15,6 +15,8 @@ quotes at full size are run by hand, e.g.
     python -m bench.coco_stream                           # a COCO train2017-size instances JSON (0.45 GB)
     python -m bench.label_memory --full_res_max_mp 12     # peak RSS of reme label at 1-48 MP photos
     python -m bench.gpu --out DIR                         # on a GPU machine
+    python -m bench.filter_quality                        # group filter: 5 hard worlds, first vs shipped rule
+    python -m bench.filter_memory                         # Filter step per-worker RSS at 1k-50k labels
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ BENCHMARKS: list[tuple[str, str, list[str], int]] = [
     ("coco_stream", "bench.coco_stream", ["--images", "20000"], 180),
     ("coco_export", "bench.coco_export", ["--megapixels", "4", "--images", "1000"], 120),
     ("label_memory", "bench.label_memory", ["--megapixels", "1,24", "--full_res_max_mp", "1"], 240),
+    ("filter_memory", "bench.filter_memory", ["--labels", "1000,10000", "--dim", "64", "--worker_labels", "100"], 180),
+    ("filter_quality", "bench.filter_quality", ["--worlds", "dev:0", "--n_train", "32", "--skip", "end_to_end"], 240),
 ]
 
 

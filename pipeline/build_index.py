@@ -58,7 +58,7 @@ from transforms.captions import (
 )
 from transforms.coco import AnnotateCocoImage, ReadCategories, ReadCocoAnnotations, default_panoptic_dir
 from transforms.embed import VisualModelHandler
-from transforms.group_filter import GroupFilter, GroupFilterConfig
+from transforms.group_filter import Dedup, GroupFilter, GroupFilterConfig
 from transforms.images import ReadImages, list_inputs
 from transforms.masks import MaskerModelHandler
 from transforms.pairing import PairingModelHandler
@@ -295,7 +295,8 @@ def build_pipeline(p: beam.Pipeline, config: IndexJobConfig, plan: RunPlan) -> N
         | "AllCommittedShards" >> beam.Flatten()
         | "ReadStaged" >> beam.ParDo(writers.ReadStagedShard(output)).with_outputs("drops", "failures", main="pairs")
     )
-    kept, filtered_out = staged.pairs | "Filter" >> GroupFilter(plan.group_filter)
+    unique, duplicates = staged.pairs | "Dedup" >> Dedup()
+    kept, filtered_out = unique | "Filter" >> GroupFilter(plan.group_filter)
 
     label_counts = (
         kept
@@ -320,7 +321,7 @@ def build_pipeline(p: beam.Pipeline, config: IndexJobConfig, plan: RunPlan) -> N
             output, schema.SEGMENTS_DIR, _segments_schema(config.embedding_dtype), staging.pair_sort_key))
     )
     (
-        (staged.drops, filtered_out)
+        (staged.drops, duplicates, filtered_out)
         | "AllDropped" >> beam.Flatten()
         | "DroppedByShard" >> beam.Map(by_shard)
         | "GroupDropped" >> beam.GroupByKey()

@@ -178,8 +178,10 @@ class IndexJobConfig:
         if masker.kind == "sam" and not self.annotated and self.models.preset != "tiny-random" \
                 and not masker.sam.checkpoint:
             raise UsageError("--masker sam needs --sam_checkpoint (local or gs:// .pth), or use --preset tiny-random")
-        if self.group_filter.outlier_std <= 0 or self.group_filter.trim_std <= 0:
-            raise UsageError("--outlier_std and --trim_std must be > 0")
+        if self.group_filter.outlier_mads <= 0:
+            raise UsageError("--outlier_mads must be > 0")
+        if self.group_filter.neighbours < 1 or self.group_filter.sample_size < 2:
+            raise UsageError("--filter_neighbours must be >= 1 and --filter_sample >= 2")
         if self.group_filter.min_label_count < 0:
             raise UsageError("--min_label_count must be >= 0 (0 = auto)")
         _check_batch_sizes(self.models)

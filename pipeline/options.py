@@ -110,8 +110,14 @@ def add_index_flags(parser: argparse.ArgumentParser) -> None:
         help="numeric precision of the encoders on a GPU (auto = bf16 where supported); CPU runs in fp32")
     add_worker_flags(parser, pairing=True)
     # quality filtering
-    add("--outlier_std", type=float, default=GroupFilterConfig.outlier_std)
-    add("--trim_std", type=float, default=GroupFilterConfig.trim_std)
+    add("--outlier_mads", type=float, default=GroupFilterConfig.outlier_mads,
+        help="group filter cut: a pair is an outlier when its support (mean cosine to its --filter_neighbours "
+             "nearest members of the same label) is below the label's median support minus this many robust "
+             "standard deviations (1.4826 x MAD)")
+    add("--filter_neighbours", type=int, default=GroupFilterConfig.neighbours,
+        help="members of its own label a pair must look like (a label may have several looks)")
+    add("--filter_sample", type=int, default=GroupFilterConfig.sample_size,
+        help="reference members per label the group filter compares against (bounds memory per label)")
     add("--min_label_count", type=int, default=0,
         help=f"labels with fewer pairs are dropped as rare_label; 0 = auto: {GroupFilterConfig.min_label_count} "
              f"from {AUTO_MIN_COUNT_IMAGES} images on, 1 below (a handful of images cannot form groups)")
@@ -196,8 +202,8 @@ def index_config(args: argparse.Namespace) -> IndexJobConfig:
         read=ReadConfig(max_side=args.max_side, max_pixels=args.max_pixels),
         models=models_config(args),
         workers=worker_config(args),
-        group_filter=GroupFilterConfig(outlier_std=args.outlier_std, trim_std=args.trim_std,
-                                       min_label_count=args.min_label_count),
+        group_filter=GroupFilterConfig(neighbours=args.filter_neighbours, outlier_mads=args.outlier_mads,
+                                       sample_size=args.filter_sample, min_label_count=args.min_label_count),
         index=IndexBuildConfig(memory_budget=args.memory_budget, recall_target=args.recall_target,
                                skip=args.skip_index),
         progress=not args.no_progress,

@@ -4,7 +4,8 @@ Phase A of the index job commits each input shard's rows to `<output>/_staging/<
 the commit marker `<output>/_staging/_done/part-SSSSS` (written last); phase B and the manifest read them back, so a
 resumed run and an uninterrupted one feed the global stage the very same bytes.
 
-    pairs     one (segment, label) candidate: segment keys + label + pair_score + visual_embedding
+    pairs     one (segment, label) candidate: segment keys + label + pair_score + visual_embedding + image_digest
+              (a hash of the decoded pixels: with mask_rle and label, the content key the Dedup step groups by)
     drops     a segment or pair that will not be in segments/, with its reason (schema.dropped_schema)
     failures  an input that could not be processed (schema.failures_schema)
     images    one processed input image: uri, size and how many masker segments it produced
@@ -53,6 +54,8 @@ def pairs_staging_schema() -> pa.Schema:
             pa.field("label", pa.string(), nullable=False),
             pa.field("pair_score", pa.float32(), nullable=False),
             pa.field("visual_embedding", pa.list_(pa.float32()), nullable=False),
+            # Nullable: staging written before the column existed reads back without it (Dedup then keys by uri).
+            pa.field("image_digest", pa.string()),
         ]
     )
 

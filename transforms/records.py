@@ -15,9 +15,13 @@ The per-image *item* that flows through phase A (and through the labelling job) 
     Label   captions, labels (candidate labels of the image)
     Pair    pairing (transforms.pairing.Pairing, in segment indices), to_embed narrowed to the paired segments
     Embed   visual: float32 [len(to_embed), D], row r for segment to_embed[r]
+
+A staged pair also carries `image_digest` (records.image_digest of the decoded pixels) for the Dedup step.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
@@ -37,6 +41,15 @@ def segment_keys(uri: str, index: int, width: int, height: int, bbox, area: int,
         "area": int(area),
         "mask_rle": bytes(rle),
     }
+
+
+def image_digest(image) -> str:
+    """Content hash of a decoded image (uint8 pixels and shape): the same picture under two names or re-encoded
+    losslessly has one digest; batch composition and hardware cannot change it (no float involved)."""
+    pixels = np.ascontiguousarray(image, dtype=np.uint8)
+    digest = hashlib.sha1(repr(pixels.shape).encode("ascii"))
+    digest.update(pixels.tobytes())
+    return digest.hexdigest()
 
 
 def drop_row(keys: dict, reason: str, label=None, pair_score=None, quality=None) -> dict:
@@ -71,12 +84,13 @@ def staging_rows(item: dict, annotated: bool) -> dict[str, list[dict]]:
     kept = np.flatnonzero(keep)
     if len(kept) == 0:
         return out
+    digest = {"image_digest": image_digest(item["image"]) if item.get("image") is not None else None}
     # Row r of `visual` is the embedding of segment to_embed[r].
     visual_row = {int(i): r for r, i in enumerate(item.get("to_embed", ()))}
     if annotated:
         for i in kept:
             out["pairs"].append({**keys[i], "label": item["segment_labels"][i], "pair_score": 1.0,
-                                 "visual_embedding": item["visual"][visual_row[int(i)]]})
+                                 "visual_embedding": item["visual"][visual_row[int(i)]], **digest})
         return out
     labels = item.get("labels") or []
     if not labels:
@@ -85,6 +99,6 @@ def staging_rows(item: dict, annotated: bool) -> dict[str, list[dict]]:
     pairing = item["pairing"]
     for i, lab, score in zip(pairing.segment, pairing.label, pairing.score, strict=True):
         out["pairs"].append({**keys[i], "label": labels[lab], "pair_score": float(score),
-                             "visual_embedding": item["visual"][visual_row[int(i)]]})
+                             "visual_embedding": item["visual"][visual_row[int(i)]], **digest})
     out["drops"].extend(drop_row(keys[i], "unpaired") for i in pairing.unpaired)
     return out

@@ -40,8 +40,8 @@ def test_dataflow_job_graph_serialises_offline(tmp_path, source, tiny_models):
     # input into the portable job proto, as submission does, with no network involved.
     proto = pipeline.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
-    # The steps of the README's method table, by name: Read, Mask, Label, Pair, Embed, ..., Filter, Write.
-    expected = {"Read", "Label", "Embed", "Commit", "ReadStaged", "Filter", "WriteLabels", "WriteSegments",
+    # The steps of the README's method table, by name: Read, Mask, Label, Pair, Embed, ..., Dedup, Filter, Write.
+    expected = {"Read", "Label", "Embed", "Commit", "ReadStaged", "Dedup", "Filter", "WriteLabels", "WriteSegments",
                 "WriteDropped", "WriteFailures"}
     expected |= {"annotations": set(), "captions": {"Mask", "Pair"}, "captioner": {"Mask", "Pair"}}[source]
     assert expected <= names

@@ -20,7 +20,7 @@ def test_flags_reach_the_typed_configs():
         "--input", "a/*.jpg", "--input", "gs://b/imgs", "--output", "out", "--captions", "c.jsonl",
         "--masker", "sam", "--sam_checkpoint", "gs://b/sam.pth", "--sam_model_type", "vit_h", "--min_area", "10",
         "--visual_kind", "clip", "--visual_model", "openai/clip-vit-large-patch14", "--visual_batch_size", "32",
-        "--device", "cuda", "--precision", "bf16", "--outlier_std", "1.5", "--clip_batch_size", "3",
+        "--device", "cuda", "--precision", "bf16", "--outlier_mads", "1.5", "--clip_batch_size", "3",
         "--clip_crop_batch_size", "96", "--runner", "DirectRunner", "--direct_num_workers", "2",
     ])
     assert config.inputs == ("a/*.jpg", "gs://b/imgs")
@@ -32,7 +32,7 @@ def test_flags_reach_the_typed_configs():
     assert models.visual.precision == models.clip.precision == models.captioner.precision == "bf16"
     # images per pairing batch and crops per CLIP forward are two settings, not one merged with max()
     assert config.workers.pairing_batch_size == 3 and models.clip.batch_size == 96
-    assert config.group_filter.outlier_std == 1.5
+    assert config.group_filter.outlier_mads == 1.5
     # min_label_count 0 = auto: small runs cannot form groups of 3, large ones can
     assert config.group_filter_for(num_images=7).min_label_count == 1
     assert config.group_filter_for(num_images=5000).min_label_count == 3
