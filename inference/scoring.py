@@ -67,6 +67,27 @@ def text_table(label_text: np.ndarray, class_text: np.ndarray) -> np.ndarray:
     return l2_normalise(label_text) @ l2_normalise(class_text).T
 
 
+def alias_table(table: np.ndarray, owners: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """T [L, C'] of classes with aliases: T[l, c] = max over the aliases a of class columns[c] of table[l, a].
+
+    table: [L, A] cosines of the reference labels to every scored name; owners: [A] the class id of each name;
+    columns: [C'] the class ids with a score column. A class scores the max over its aliases this way under every
+    rule: each reference label is judged by the class name it resembles most ("man" finds "person, man, woman").
+    """
+    table = np.asarray(table, dtype=np.float32)
+    owners, columns = np.asarray(owners, np.int64), np.asarray(columns, np.int64)
+    out = np.full((table.shape[0], len(columns)), -np.inf, dtype=np.float32)
+    if table.shape[1] != len(owners):
+        raise ValueError(f"{table.shape[1]} name columns but {len(owners)} owners")
+    position = {int(c): j for j, c in enumerate(columns)}
+    for a, owner in enumerate(owners):  # names: tens to a few hundred; each is one vector maximum
+        j = position[int(owner)]
+        np.maximum(out[:, j], table[:, a], out=out[:, j])
+    if np.isinf(out).any() and len(out):
+        raise ValueError("a scored class has no name")
+    return out
+
+
 def softmax_weights(sims: np.ndarray, valid: np.ndarray, tau: float) -> np.ndarray:
     """Row-wise softmax of sims / tau over the valid neighbours; rows with no valid neighbour are all zero."""
     if tau <= 0:
