@@ -43,8 +43,14 @@ k neighbours, score[s, c] = sum_j w_j * T[l_j, c]. Frequent labels outvote rare 
 Prototype rule ("prototype", FreeDA-style): each class gets a visual prototype, the count-weighted mean visual
 embedding of the references whose labels match the class best; a segment scores cos(segment, prototype).
 
+Aliases: a class may list several names ("person, man, woman"); all of them are embedded (one batch) and T's
+column for the class is the max over its names (`alias_table`), so under every rule a reference label is judged by
+the name it resembles most, and the class collects the evidence of all its names' labels.
+
 Background: when a segment's best score is below the threshold it becomes the background class (benchmarks that
-have one) or unlabelled (`ignore_value`).
+have one) or unlabelled (`ignore_value`). A background class with other names than the word "background" (the
+benchmarks' line of stuff names: sky, wall, tree, ...) is also scored through them like any class, so segments
+whose neighbours are sky, road or wall become background by their own evidence, not only by the threshold.
 """
 
 from __future__ import annotations
