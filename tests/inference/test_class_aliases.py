@@ -268,3 +268,22 @@ def test_benchmark_request_uses_the_class_file_and_the_default_threshold_unless_
     # a benchmark without background keeps no threshold
     ade = datasets.load_dataset("ade150", _one_image_voc(tmp_path / "ade"))
     assert benchmark_request(ade, LabelRequest(("_",))).threshold is None
+
+
+def test_cli_flags_carry_aliases_into_the_label_request(tmp_path):
+    from pipeline import cli
+
+    parser = cli.get_args_parser()
+    args, _ = parser.parse_known_args(["label", "--index", "ref", "--classes", "person, man, woman; cat", "in", "out"])
+    config = cli.label_config(args, cli.read_class_aliases(args), ("in",), "out")
+    assert config.request.class_names == ("person", "cat")
+    assert config.request.aliases == (("person", "man", "woman"), ("cat",))
+    lines = tmp_path / "classes.txt"
+    lines.write_text("background, sky, wall\nperson, man\n")
+    args, _ = parser.parse_known_args(["label", "--index", "ref", "--classes-file", str(lines), "in", "out"])
+    request = cli.label_config(args, cli.read_class_aliases(args)).request
+    assert request.background_id == 0 and request.scored_names == [(0, "sky"), (0, "wall"), (1, "person"), (1, "man")]
+    args, _ = parser.parse_known_args(["evaluate", "--dataset", "voc21", "root", "--classes-file", str(lines)])
+    assert cli.read_class_aliases(args) == [("background", "sky", "wall"), ("person", "man")]
+    args, _ = parser.parse_known_args(["evaluate", "--dataset", "voc21", "root"])
+    assert cli.read_class_aliases(args) is None  # the benchmark's own class file
