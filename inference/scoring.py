@@ -35,7 +35,14 @@ reference label next to a segment then decides it, which costs m=1 4.4 points at
 Real reference sets carry label noise (captions, annotation slips, what the group filter misses), so the default
 is m=2. Also measured and not chosen: class-balanced kernel votes (votes divided by the label's count, bandwidth
 fitted to the neighbour similarities) 0.5-3.8 below k=1 on the clean set; the same without the division lost up
-to 3.0 at 10x; per-label means of the top 3 lost up to 1.7 on the clean set.
+to 3.0 at 10x; per-label means of the top 3 lost up to 1.7 on the clean set. Measured later side by side on cached
+retrievals (`python -m bench.rules`, bench/results/rules_*.jsonl; worst gap to the better of k=1 and prototypes
+over k = 1..32, mean of dev seeds 0-2 / held-out; then the mean gain over k=1 at 5% label noise): per_label
+-0.79 / -1.23, +3.06 / +0.08; k=1 skipping references atypical for their label (quality under the label's median
+minus 2 MADs) -0.87 / -1.49, +2.85 / +0.91; per_label with missing segments counted as s_4 instead of s_k -0.67 /
+-0.36, +0.26 / +0.05. None closes the clean-set gap without giving up the noise gain: a rule that never overrides
+the nearest segment is k=1 (gap 0, no gain), and every override that helps under noise costs a little on a clean
+GT reference set, where the nearest segment is nearly always right.
 
 Neighbour-weighted rule ("neighbours", the first rule, kept for comparison): with w = softmax(sim / tau) over the
 k neighbours, score[s, c] = sum_j w_j * T[l_j, c]. Frequent labels outvote rare ones among the neighbours.
