@@ -170,7 +170,7 @@ def prepare_job(config: LabelJobConfig, uris: list[str] | None = None) -> LabelJ
             previous = storage.read_json(classes_path)
         except ValueError:
             previous = None
-        if previous != mapping:
+        if previous != mapping or _previous_names(output) not in (None, _names(request)):
             raise UsageError(f"{output} already holds label maps for other classes ({classes_path}); "
                              "use another output directory")
     try:
@@ -183,6 +183,25 @@ def prepare_job(config: LabelJobConfig, uris: list[str] | None = None) -> LabelJ
         raise UsageError(f"output {output} is not writable: {type(exc).__name__}: {exc}") from exc
     return LabelJob(config=dataclasses.replace(config, output=output), models=models, patterns=tuple(patterns),
                     roots=tuple(roots), only=None if uris is None else frozenset(str(u) for u in uris))
+
+
+def _names(request: LabelRequest) -> list[list[str]]:
+    """Every class's names as run.json records them (aliases included)."""
+    return [list(request.names_of(i)) for i in range(len(request.class_names))]
+
+
+def _previous_names(output: str) -> list[list[str]] | None:
+    """The class names (with aliases) of an earlier run into `output`, from its run.json; None when unknown."""
+    path = storage.join(output, outputs.RUN_JSON)
+    try:
+        previous = storage.read_json(path) if storage.exists(path) else None
+    except ValueError:
+        return None
+    request = (previous or {}).get("request") or {}
+    if not request.get("class_names"):
+        return None
+    aliases = request.get("aliases") or [[n] for n in request["class_names"]]
+    return [list(names) for names in aliases]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -287,3 +287,21 @@ def test_cli_flags_carry_aliases_into_the_label_request(tmp_path):
     assert cli.read_class_aliases(args) == [("background", "sky", "wall"), ("person", "man")]
     args, _ = parser.parse_known_args(["evaluate", "--dataset", "voc21", "root"])
     assert cli.read_class_aliases(args) is None  # the benchmark's own class file
+
+
+@pytest.mark.slow
+def test_an_output_labelled_with_other_aliases_is_refused(held_out, tmp_path, capsys):
+    from pipeline import cli
+
+    _, world, ref_dir, _ = held_out
+    image = str(sorted((world.test / "images").glob("*.png"))[0])
+    out = str(tmp_path / "out")
+
+    def label(classes):
+        return cli.main(["label", "--index", str(ref_dir), "--classes", classes, "--no_progress", image, out])
+
+    assert label("sky, heavens; grass") == 0
+    assert label("sky, heavens; grass") == 0  # the same request resumes
+    capsys.readouterr()
+    assert label("sky; grass") == 2  # same class names, other aliases: other label maps
+    assert "other classes" in capsys.readouterr().err
