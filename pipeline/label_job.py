@@ -192,10 +192,9 @@ def _names(request: LabelRequest) -> list[list[str]]:
 
 def _previous_names(output: str) -> list[list[str]] | None:
     """The class names (with aliases) of an earlier run into `output`, from its run.json; None when unknown."""
-    path = storage.join(output, outputs.RUN_JSON)
-    try:
-        previous = storage.read_json(path) if storage.exists(path) else None
-    except ValueError:
+    try:  # read only where classes.json exists; no existence check of its own (one listing-free read)
+        previous = storage.read_json(storage.join(output, outputs.RUN_JSON))
+    except (OSError, ValueError):
         return None
     request = (previous or {}).get("request") or {}
     if not request.get("class_names"):
