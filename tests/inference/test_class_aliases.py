@@ -305,3 +305,18 @@ def test_an_output_labelled_with_other_aliases_is_refused(held_out, tmp_path, ca
     capsys.readouterr()
     assert label("sky; grass") == 2  # same class names, other aliases: other label maps
     assert "other classes" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_python_api_takes_aliases_and_labels_like_the_exact_names(held_out, tiny_models):
+    from inference.api import Labeller as ApiLabeller
+    from inference.api import ReferenceSet as ApiReferenceSet
+
+    _, world, ref_dir, _ = held_out
+    ref = ApiReferenceSet.open(str(ref_dir), cache_dir=tiny_models.cache_dir)
+    image = sorted((world.test / "images").glob("*.png"))[0]
+    exact = ApiLabeller(ref, list(hard.CLASSES)).label(image)
+    aliased = ApiLabeller(ref, [(hard.SYNONYMS[c], c) for c in hard.CLASSES])
+    assert aliased.class_names == tuple(hard.SYNONYMS[c] for c in hard.CLASSES)
+    assert aliased.request.aliases[0] == (hard.SYNONYMS["sky"], "sky")
+    assert (aliased.label(image).label_map == exact.label_map).all()
