@@ -39,7 +39,7 @@ from PIL import Image
 
 from inference import outputs
 from inference.datasets import ignore_value_for
-from inference.labeller import ImageLabels, LabelRequest, paint_segments, parse_classes
+from inference.labeller import ImageLabels, LabelRequest, paint_segments, parse_class_aliases
 from inference.labeller import Labeller as DecisionLabeller
 from inference.scoring import l2_normalise
 from models.config import ModelsConfig
@@ -301,7 +301,9 @@ class Labeller:
         labeller = Labeller(ref, ["cat", "dog", "sky"])      # or Labeller("out/reference", "cat,dog,sky")
         result = labeller.label("photo.jpg")
 
-    `reference`: an opened ReferenceSet (its models are shared) or its path; `classes`: a list or "a,b,c". The
+    `reference`: an opened ReferenceSet (its models are shared) or its path; `classes`: a list or "a,b,c". A class
+    may have aliases, scored as one class (the max over its names): `["person, man, woman", "cat"]`,
+    `[("person", "man"), "cat"]` or "person, man; cat" (inference.labeller.parse_class_aliases). The
     keywords are `reme label`'s scoring flags, with the same defaults (inference.labeller.LabelRequest).
     """
 
@@ -314,10 +316,15 @@ class Labeller:
             reference = ReferenceSet.open(root, **open_options)
         elif open_options:
             raise TypeError(f"{', '.join(open_options)}: give these to ReferenceSet.open")
-        names = parse_classes(text=classes) if isinstance(classes, str) else parse_classes(lines=list(classes))
+        if isinstance(classes, str):
+            aliases = parse_class_aliases(text=classes)
+        else:  # each item is a class: "person, man, woman" or ("person", "man", "woman")
+            aliases = parse_class_aliases(lines=[c if isinstance(c, str) else ",".join(c) for c in classes])
+        names = [a[0] for a in aliases]
         self.reference = reference
-        self.request = LabelRequest(class_names=tuple(names), strategy=strategy, k=k, tau=tau, threshold=threshold,
-                                    ignore_value=ignore_value_for(len(names)), fill_uncovered=fill_uncovered)
+        self.request = LabelRequest(class_names=tuple(names), aliases=tuple(aliases), strategy=strategy, k=k,
+                                    tau=tau, threshold=threshold, ignore_value=ignore_value_for(len(names)),
+                                    fill_uncovered=fill_uncovered)
         self.decider = DecisionLabeller.from_text_encoder(reference, reference._model("text"), self.request)
 
     @property

@@ -113,12 +113,58 @@ CITYSCAPES_CLASSES = (
 CITYSCAPES_ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
                             25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 
+# The benchmarks' class-name files, as the field ships them (SCLIP, NACLIP, ProxyCLIP, Trident, CorrCLIP:
+# configs/cls_<benchmark>.txt): one line per class, a class scoring the max over the names on its line. Ours keep
+# our class name first (the per-class IoU's key) and the field's names after it; the background class is
+# "background" followed by the stuff names the field lists for it.
+BACKGROUND_STUFF = (
+    "sky", "wall", "tree", "wood", "grass", "road", "sea", "river", "mountain", "sands", "desk", "bed", "building",
+    "cloud", "lamp", "door", "window", "wardrobe", "ceiling", "shelf", "curtain", "stair", "floor", "hill", "rail",
+    "fence",
+)
+PERSON_ALIASES = ("person in shirt", "person in jeans", "person in dress", "person in sweater", "person in skirt",
+                  "person in jacket")
+VOC_ALIASES = {"boat": ("ship",), "dining table": ("table",), "person": PERSON_ALIASES,
+               "tv monitor": ("television monitor", "monitor", "television", "screen")}
+CLASS_ALIASES = {  # benchmark -> {class: its other names}; a benchmark not listed has one name per class
+    "voc21": {"background": BACKGROUND_STUFF, **VOC_ALIASES},
+    "voc20": VOC_ALIASES,
+    # COCO-Object: the same line less "bed", which is one of its object classes
+    "coco-object": {"background": tuple(n for n in BACKGROUND_STUFF if n not in COCO_THINGS),
+                    "person": (*PERSON_ALIASES, "body")},
+    "context60": {},  # its background line is the plain word (threshold only)
+}
+# The default background threshold of the benchmarks that have a background class (`reme evaluate` without
+# --threshold): a segment whose best class score is under it becomes background. The value is the field's (SCLIP's
+# prob_thd for all three), checked on our score scale by `python -m bench.classes` (the hard world laid out as
+# VOC21, tiny-random CLIP and all-MiniLM-L6-v2 text; bench/results/classes_background_*.jsonl): mIoU is nearly flat
+# from 0 to 0.4, and 0.1 is within 0.7 points of the best threshold there (dev seeds: 0.09 CLIP, 0.69 MiniLM;
+# held-out: 0.05, 0.0), because the background line's own column decides almost every background segment
+# (background IoU 0 -> 95.6, mIoU 4.2 -> 27.9 on the dev seeds with CLIP text); from 0.5 on, the threshold starts
+# painting objects as background. Context60 (plain "background", threshold only) and COCO-Object are unmeasured.
+BACKGROUND_THRESHOLDS = {"voc21": 0.1, "context60": 0.1, "coco-object": 0.1}
+
 DATASETS = ("voc20", "voc21", "context59", "context60", "coco-object", "coco-stuff", "ade150", "ade847", "pc459",
             "cityscapes", "folder")
 
 
 class DatasetError(ValueError):
     """A dataset root that does not match any known layout; the message is one line."""
+
+
+def standard_class_aliases(name: str, class_names: list[str] | tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Each class's names for benchmark `name`: the class name, then the aliases the field's class file gives it."""
+    extra = CLASS_ALIASES.get(name, {})
+    return [(c, *extra.get(c, ())) for c in class_names]
+
+
+def class_file(name: str) -> str:
+    """The standard class file of a benchmark whose classes are built in (one class per line, aliases after
+    commas): the lines `reme evaluate` scores by default, to copy and edit for --classes-file."""
+    if name in ("ade847", "pc459", "folder"):
+        raise DatasetError(f"{name} reads its class names from the dataset's classes.txt")
+    names, *_ = _spec(name, Path("."), None)
+    return "".join(", ".join(names) + "\n" for names in standard_class_aliases(name, names))
 
 
 def read_classes_file(path: str | os.PathLike) -> list[str]:
@@ -195,10 +241,20 @@ class Dataset:
     ignore_index: int
     convert: Callable[[np.ndarray], np.ndarray]
     layout: Layout
-    has_background: bool = False  # class 0 is "background": predicted by the labeller's threshold
+    has_background: bool = False  # class 0 is "background": predicted by its aliases and the threshold
     # (key, image, label reference): a label file, or what `reader` takes (a COCO image id for the JSON layouts)
     pairs: list[tuple[str, Path, Path | int]] = field(default_factory=list)
     reader: Callable[[Path | int], np.ndarray] | None = None  # raw label of a reference; default: read_label
+
+    @property
+    def class_aliases(self) -> list[tuple[str, ...]]:
+        """Each class's names as the benchmark's standard class file lists them (CLASS_ALIASES)."""
+        return standard_class_aliases(self.name, self.class_names)
+
+    @property
+    def background_threshold(self) -> float | None:
+        """The default threshold under which a segment becomes background, on benchmarks that have one."""
+        return BACKGROUND_THRESHOLDS.get(self.name) if self.has_background else None
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -22,21 +22,58 @@ class ClassListError(ValueError):
     """An unusable class list; the message is one line."""
 
 
-def parse_classes(text: str | None = None, lines: list[str] | None = None) -> list[str]:
-    """Class names from "a,b,c" or from the lines of a file; refuses empty names and duplicates."""
+def _clean(name: str) -> str:
+    return " ".join(name.split())
+
+
+def parse_class_aliases(text: str | None = None, lines: list[str] | None = None) -> list[tuple[str, ...]]:
+    """Classes with their aliases, from the command line (`text`) or from the lines of a class file (`lines`).
+
+    A class file has one class per line, its names separated by commas, the first being the class's name in the
+    outputs (classes.json, legends, COCO categories) and the others aliases: `person, man, woman, child` (the
+    benchmark class files' convention; blank lines are skipped). On the command line, classes are separated by
+    commas when the text has no `;` ("cat,dog,sky": one name each, as ever), and by `;` when it has one, each
+    class then listing its names with commas ("person, man, woman; cat; sky"; "person, man;" is one class).
+    A class scores the max over its names. Refused: an empty name or class, a name given to two classes.
+    """
     if (text is None) == (lines is None):
         raise ClassListError("give the classes either as --classes \"a,b,c\" or as --classes-file FILE")
-    raw = text.split(",") if text is not None else [line for line in lines if line.strip()]
-    names = [" ".join(n.split()) for n in raw]
-    if not names or any(not n for n in names):
-        raise ClassListError(f"empty class name in {', '.join(repr(n) for n in names) or 'an empty list'}")
+    if text is not None:
+        if ";" in text:
+            parts = text.split(";")
+            if len(parts) > 1 and not parts[-1].strip():  # a trailing ";" (one class with aliases)
+                parts = parts[:-1]
+            raw = [part.split(",") for part in parts]
+        else:
+            raw = [[name] for name in text.split(",")]
+    else:
+        raw = [line.split(",") for line in lines if line.strip()]
+    classes = [tuple(_clean(n) for n in names) for names in raw]
+    if not classes or any(not names or any(not n for n in names) for names in classes):
+        shown = ", ".join(repr(", ".join(names)) for names in classes) or "an empty list"
+        raise ClassListError(f"empty class name in {shown}")
     seen: dict[str, str] = {}
-    for n in names:
-        key = n.lower()
-        if key in seen:
-            raise ClassListError(f"duplicate class name {n!r} (also given as {seen[key]!r})")
-        seen[key] = n
-    return names
+    out = []
+    for names in classes:
+        own: dict[str, str] = {}  # a name repeated within its own class counts once
+        for n in names:
+            own.setdefault(n.lower(), n)
+        for key, n in own.items():
+            if key in seen:
+                raise ClassListError(f"duplicate class name {n!r} (also given as {seen[key]!r})")
+            seen[key] = n
+        out.append(tuple(own.values()))
+    return out
+
+
+def parse_classes(text: str | None = None, lines: list[str] | None = None) -> list[str]:
+    """The class names (each class's first name) of parse_class_aliases."""
+    return [names[0] for names in parse_class_aliases(text, lines)]
+
+
+def alias_lines(aliases: list[tuple[str, ...]] | tuple[tuple[str, ...], ...]) -> list[str]:
+    """The class-file lines of classes with aliases (the inverse of parse_class_aliases(lines=...))."""
+    return [", ".join(names) for names in aliases]
 
 
 @dataclass(frozen=True)
@@ -44,7 +81,9 @@ class LabelRequest:
     """One labelling request. The defaults here are the only definition of the labelling defaults (the CLI and
     the jobs read them from this class); the rules behind `strategy` are in inference/scoring.py."""
 
-    class_names: tuple[str, ...]
+    class_names: tuple[str, ...]  # each class's name in the outputs
+    # Each class's names, scored (the class scores the max over them; parse_class_aliases); () = its name alone.
+    aliases: tuple[tuple[str, ...], ...] = ()
     # "per_label" (default: per-label evidence, robust to reference-set imbalance) | "neighbours" (the first,
     # neighbour-weighted rule) | "prototype" (FreeDA-style class prototypes)
     strategy: str = "per_label"
@@ -67,19 +106,39 @@ class LabelRequest:
             raise ClassListError(f"tau must be > 0, got {self.tau}")
         if 0 <= self.ignore_value < len(self.class_names):
             raise ClassListError(f"the ignore value {self.ignore_value} collides with a class id")
+        if self.aliases:
+            if len(self.aliases) != len(self.class_names):
+                raise ClassListError(f"{len(self.aliases)} alias lists for {len(self.class_names)} classes")
+            if any(not names or not all(n.strip() for n in names) for names in self.aliases):
+                raise ClassListError("every class needs at least one non-empty name")
+
+    def names_of(self, class_id: int) -> tuple[str, ...]:
+        """Every name class `class_id` answers to: its aliases, else its name alone."""
+        return tuple(self.aliases[class_id]) if self.aliases else (self.class_names[class_id],)
 
     @property
     def background_id(self) -> int | None:
-        """Index of a class named "background": it gets no score column, segments under the threshold take it."""
-        for i, n in enumerate(self.class_names):
-            if n.strip().lower() in BACKGROUND_NAMES:
+        """The background class: the first one named "background" (by its name or an alias). Segments whose best
+        score is under the threshold take it; its other names (the benchmarks' stuff names) are scored."""
+        for i in range(len(self.class_names)):
+            if any(n.strip().lower() in BACKGROUND_NAMES for n in (self.class_names[i], *self.names_of(i))):
                 return i
         return None
 
     @property
+    def scored_names(self) -> list[tuple[int, str]]:
+        """(class id, name) for every name that is embedded and scored, classes in order. The word "background"
+        is never scored: it names what no class describes, so a background class called only that has no score
+        column and is reached through the threshold alone."""
+        out = []
+        for i in range(len(self.class_names)):
+            out += [(i, n) for n in self.names_of(i) if n.strip().lower() not in BACKGROUND_NAMES]
+        return out
+
+    @property
     def scored_columns(self) -> np.ndarray:
-        bg = self.background_id
-        return np.array([i for i in range(len(self.class_names)) if i != bg], dtype=np.int64)
+        """Class ids with a score column (at least one scored name), in order."""
+        return np.array(sorted({i for i, _ in self.scored_names}), dtype=np.int64)
 
 
 @dataclass
@@ -117,16 +176,24 @@ def paint_segments(item: dict, decision: scoring.Decision, request: LabelRequest
 
 class Labeller:
     def __init__(self, reference, class_text: np.ndarray, request: LabelRequest):
-        """reference: refset.reader.ReferenceSet; class_text: [C', Dt] text embeddings of the scored classes
-        (request.scored_columns order), made with the index's text encoder."""
+        """reference: refset.reader.ReferenceSet; class_text: [A, Dt] text embeddings of the scored names
+        (request.scored_names order: one row per class when no class has aliases), made with the index's text
+        encoder."""
         self.reference = reference
         self.request = request
         label_text = reference.label_text_embeddings()
+        class_text = np.asarray(class_text, dtype=np.float32)
+        if class_text.size == 0:
+            class_text = class_text.reshape(0, label_text.shape[1])
         if class_text.shape[1] != label_text.shape[1]:
             raise ClassListError(
                 f"class text embeddings have dim {class_text.shape[1]} but the index's labels have "
                 f"{label_text.shape[1]}: embed class names with the index's text encoder")
-        self.table = scoring.text_table(label_text, class_text)  # [L, C'] once per request
+        owners = np.array([i for i, _ in request.scored_names], dtype=np.int64)
+        if len(class_text) != len(owners):
+            raise ValueError(f"{len(class_text)} class text embeddings for {len(owners)} scored names")
+        # [L, C'] once per request: each reference label's cosine to a class is its best alias's.
+        self.table = scoring.alias_table(scoring.text_table(label_text, class_text), owners, request.scored_columns)
         # Index rows -> rows of labels.parquet (= rows of T); -1 for a row whose label is unknown.
         self.position_rows = reference.position_label_rows()
         self.prototypes = None
@@ -143,7 +210,8 @@ class Labeller:
 
     @classmethod
     def from_text_encoder(cls, reference, text_encoder, request: LabelRequest) -> Labeller:
-        names = [request.class_names[i] for i in request.scored_columns]
+        """Every scored name of every class (aliases included) embedded in one call of the text encoder."""
+        names = [name for _, name in request.scored_names]
         class_text = text_encoder.encode(names) if names else np.zeros((0, reference.label_text_embeddings().shape[1]))
         return cls(reference, np.asarray(class_text, dtype=np.float32), request)
 

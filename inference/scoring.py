@@ -35,7 +35,14 @@ reference label next to a segment then decides it, which costs m=1 4.4 points at
 Real reference sets carry label noise (captions, annotation slips, what the group filter misses), so the default
 is m=2. Also measured and not chosen: class-balanced kernel votes (votes divided by the label's count, bandwidth
 fitted to the neighbour similarities) 0.5-3.8 below k=1 on the clean set; the same without the division lost up
-to 3.0 at 10x; per-label means of the top 3 lost up to 1.7 on the clean set.
+to 3.0 at 10x; per-label means of the top 3 lost up to 1.7 on the clean set. Measured later side by side on cached
+retrievals (`python -m bench.rules`, bench/results/rules_*.jsonl; worst gap to the better of k=1 and prototypes
+over k = 1..32, mean of dev seeds 0-2 / held-out; then the mean gain over k=1 at 5% label noise): per_label
+-0.79 / -1.23, +3.06 / +0.08; k=1 skipping references atypical for their label (quality under the label's median
+minus 2 MADs) -0.87 / -1.49, +2.85 / +0.91; per_label with missing segments counted as s_4 instead of s_k -0.67 /
+-0.36, +0.26 / +0.05. None closes the clean-set gap without giving up the noise gain: a rule that never overrides
+the nearest segment is k=1 (gap 0, no gain), and every override that helps under noise costs a little on a clean
+GT reference set, where the nearest segment is nearly always right.
 
 Neighbour-weighted rule ("neighbours", the first rule, kept for comparison): with w = softmax(sim / tau) over the
 k neighbours, score[s, c] = sum_j w_j * T[l_j, c]. Frequent labels outvote rare ones among the neighbours.
@@ -43,8 +50,14 @@ k neighbours, score[s, c] = sum_j w_j * T[l_j, c]. Frequent labels outvote rare 
 Prototype rule ("prototype", FreeDA-style): each class gets a visual prototype, the count-weighted mean visual
 embedding of the references whose labels match the class best; a segment scores cos(segment, prototype).
 
+Aliases: a class may list several names ("person, man, woman"); all of them are embedded (one batch) and T's
+column for the class is the max over its names (`alias_table`), so under every rule a reference label is judged by
+the name it resembles most, and the class collects the evidence of all its names' labels.
+
 Background: when a segment's best score is below the threshold it becomes the background class (benchmarks that
-have one) or unlabelled (`ignore_value`).
+have one) or unlabelled (`ignore_value`). A background class with other names than the word "background" (the
+benchmarks' line of stuff names: sky, wall, tree, ...) is also scored through them like any class, so segments
+whose neighbours are sky, road or wall become background by their own evidence, not only by the threshold.
 """
 
 from __future__ import annotations
@@ -65,6 +78,27 @@ def l2_normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
 def text_table(label_text: np.ndarray, class_text: np.ndarray) -> np.ndarray:
     """T [L, C] = cosine between each reference label and each class name (both embedded by the same encoder)."""
     return l2_normalise(label_text) @ l2_normalise(class_text).T
+
+
+def alias_table(table: np.ndarray, owners: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """T [L, C'] of classes with aliases: T[l, c] = max over the aliases a of class columns[c] of table[l, a].
+
+    table: [L, A] cosines of the reference labels to every scored name; owners: [A] the class id of each name;
+    columns: [C'] the class ids with a score column. A class scores the max over its aliases this way under every
+    rule: each reference label is judged by the class name it resembles most ("man" finds "person, man, woman").
+    """
+    table = np.asarray(table, dtype=np.float32)
+    owners, columns = np.asarray(owners, np.int64), np.asarray(columns, np.int64)
+    out = np.full((table.shape[0], len(columns)), -np.inf, dtype=np.float32)
+    if table.shape[1] != len(owners):
+        raise ValueError(f"{table.shape[1]} name columns but {len(owners)} owners")
+    position = {int(c): j for j, c in enumerate(columns)}
+    for a, owner in enumerate(owners):  # names: tens to a few hundred; each is one vector maximum
+        j = position[int(owner)]
+        np.maximum(out[:, j], table[:, a], out=out[:, j])
+    if np.isinf(out).any() and len(out):
+        raise ValueError("a scored class has no name")
+    return out
 
 
 def softmax_weights(sims: np.ndarray, valid: np.ndarray, tau: float) -> np.ndarray:

@@ -18,7 +18,7 @@ import logging
 import sys
 
 from inference.datasets import DATASETS, DatasetError, ignore_value_for
-from inference.labeller import ClassListError, LabelRequest, parse_classes
+from inference.labeller import ClassListError, LabelRequest, parse_class_aliases
 from inference.metrics import format_table
 from inference.report import write_report
 from inference.scoring import STRATEGIES
@@ -51,7 +51,8 @@ def add_labelling_flags(p: argparse.ArgumentParser, index_required: bool = True)
     add("--tau", type=float, default=LabelRequest.tau, help="softmax temperature over neighbour similarities")
     add("--threshold", type=float, default=LabelRequest.threshold,
         help="segments whose best score is below this become background (if a class is named 'background') or "
-             "unlabelled")
+             "unlabelled; reme evaluate: default the benchmark's own on benchmarks with a background class "
+             "(voc21, context60, coco-object), 0 turns it off")
     add("--no_fill", action="store_true",
         help="leave pixels no segment covers unlabelled instead of giving them the nearest segment's class")
     add("--overlay", action="store_true", help="also write colour overlays with a legend")
@@ -78,9 +79,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     lab = sub.add_parser("label", help="label a folder, glob or gs:// prefix of images with any class names")
     add_labelling_flags(lab)
-    group = lab.add_mutually_exclusive_group(required=True)
-    group.add_argument("--classes", help='comma-separated class names, e.g. "cat,dog,sky"')
-    group.add_argument("--classes-file", "--classes_file", dest="classes_file", help="one class name per line")
+    add_class_flags(lab, required=True)
     lab.add_argument("--format", default="png",
                      help="what to write, comma-separated: png (the label maps, always written) and coco (also ONE "
                           "COCO JSON of the run, OUTPUT/coco.json: an RLE annotation per image and class, for "
@@ -91,6 +90,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="mIoU of the labeller (or of existing label maps) on a benchmark")
     add_labelling_flags(ev, index_required=False)
     ev.add_argument("--dataset", required=True, choices=DATASETS)
+    add_class_flags(ev, required=False, evaluate=True)
     ev.add_argument("root", help="dataset root directory")
     ev.add_argument("--predictions", default=None, help="score the label maps in this directory (no model run)")
     ev.add_argument("--output", default=None, help="keep the labeller's maps in this directory (default: a temporary directory, removed "
@@ -106,9 +106,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def label_config(args, class_names: list[str], inputs: tuple[str, ...] = (), output: str = "") -> LabelJobConfig:
-    """Flags -> the typed labelling configuration (validated)."""
-    request = LabelRequest(class_names=tuple(class_names), strategy=args.strategy, k=args.k,
+def add_class_flags(p: argparse.ArgumentParser, required: bool, evaluate: bool = False) -> None:
+    """--classes / --classes-file, with aliases (inference.labeller.parse_class_aliases)."""
+    group = p.add_mutually_exclusive_group(required=required)
+    also = (" One class per benchmark class, in its id order: these names replace the benchmark's own class file "
+            "(default: the standard one, with aliases and the background line).") if evaluate else ""
+    group.add_argument("--classes", help='comma-separated class names, e.g. "cat,dog,sky"; with aliases, classes '
+                       'separated by ";" and names by ",": "person, man, woman; cat; sky" (a class scores the max '
+                       f"over its names).{also}")
+    group.add_argument("--classes-file", "--classes_file", dest="classes_file",
+                       help="one class per line, aliases after commas (\"person, man, woman\"); the first name is "
+                            f"the class's name in the outputs.{also}")
+
+
+def label_config(args, classes: list[str] | list[tuple[str, ...]], inputs: tuple[str, ...] = (),
+                 output: str = "") -> LabelJobConfig:
+    """Flags -> the typed labelling configuration (validated); `classes`: names, or each class's names."""
+    aliases = tuple((c,) if isinstance(c, str) else tuple(c) for c in classes)
+    class_names = [names[0] for names in aliases]
+    request = LabelRequest(class_names=tuple(class_names), aliases=aliases, strategy=args.strategy, k=args.k,
                            segments_per_label=args.segments_per_label, tau=args.tau,
                            threshold=args.threshold, ignore_value=ignore_value_for(len(class_names)),
                            fill_uncovered=not args.no_fill)
@@ -121,18 +137,21 @@ def label_config(args, class_names: list[str], inputs: tuple[str, ...] = (), out
     return config
 
 
-def read_class_names(args) -> list[str]:
+def read_class_aliases(args) -> list[tuple[str, ...]] | None:
+    """The classes of --classes or --classes-file, each with its names (None when neither is given)."""
     if args.classes is not None:
-        return parse_classes(text=args.classes)
+        return parse_class_aliases(text=args.classes)
+    if args.classes_file is None:
+        return None
     try:
         text = storage.read_bytes(args.classes_file).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read --classes-file {args.classes_file}: {exc}") from exc
-    return parse_classes(lines=text.splitlines())
+    return parse_class_aliases(lines=text.splitlines())
 
 
 def cmd_label(args, beam_args: list[str]) -> int:
-    config = label_config(args, read_class_names(args), (args.input,), args.output)
+    config = label_config(args, read_class_aliases(args), (args.input,), args.output)
     config = dataclasses.replace(config, formats=parse_formats(args.format))
     summary = label(config.validate(), beam_args)
     print(f"labelled {summary['labelled']} images, skipped {summary['skipped_done']} already done, "
@@ -150,15 +169,21 @@ def cmd_label(args, beam_args: list[str]) -> int:
 def cmd_evaluate(args, beam_args: list[str]) -> int:
     if args.index is None and args.predictions is None:
         raise UsageError("give --index DIR (run the labeller) or --predictions DIR (score existing label maps)")
-    config = None
+    config, classes = None, None
     if args.predictions is None:
-        if args.threshold is None and args.dataset in ("voc21", "context60", "coco-object"):
-            sys.stderr.write(f"reme evaluate: note: {args.dataset} has a background class, which only --threshold "
-                             "assigns; without it no pixel is predicted as background\n")
-        # The dataset's own class list replaces these placeholder names once the dataset is read.
+        classes = read_class_aliases(args)
+        # The dataset's class list (its standard class file, or --classes) replaces these placeholder names once
+        # the dataset is read; so does its background threshold where --threshold is not given.
         config = label_config(args, ["_"], output=args.output or "")
+    elif args.classes is not None or args.classes_file is not None:
+        raise UsageError("--classes/--classes-file name the classes to label with; --predictions are labelled already")
     result = evaluate_dataset(args.dataset, args.root, config, predictions=args.predictions,
-                              ignore_index=args.ignore_index, beam_args=beam_args, show_progress=not args.no_progress)
+                              ignore_index=args.ignore_index, beam_args=beam_args, show_progress=not args.no_progress,
+                              classes=classes)
+    if result.get("background"):
+        bg = result["background"]
+        sys.stderr.write(f"reme evaluate: background {bg['name']!r} predicted from {len(bg['names'])} scored names, "
+                         f"threshold {bg['threshold']} ({bg['threshold_from']})\n")
     print(format_table(result, title=f"{args.dataset}: {result['images']} images"))
     if args.json_out:
         storage.write_json(args.json_out, result)

@@ -38,6 +38,7 @@ from inference import outputs
 from inference.api import check_encoders, labelling_models
 from inference.datasets import ignore_value_for, load_dataset
 from inference.evaluate import score_predictions
+from inference.labeller import LabelRequest
 from models.config import ModelsConfig
 from pipeline import progress
 from pipeline.build_index import metrics_of
@@ -169,7 +170,7 @@ def prepare_job(config: LabelJobConfig, uris: list[str] | None = None) -> LabelJ
             previous = storage.read_json(classes_path)
         except ValueError:
             previous = None
-        if previous != mapping:
+        if previous != mapping or _previous_names(output) not in (None, _names(request)):
             raise UsageError(f"{output} already holds label maps for other classes ({classes_path}); "
                              "use another output directory")
     try:
@@ -182,6 +183,24 @@ def prepare_job(config: LabelJobConfig, uris: list[str] | None = None) -> LabelJ
         raise UsageError(f"output {output} is not writable: {type(exc).__name__}: {exc}") from exc
     return LabelJob(config=dataclasses.replace(config, output=output), models=models, patterns=tuple(patterns),
                     roots=tuple(roots), only=None if uris is None else frozenset(str(u) for u in uris))
+
+
+def _names(request: LabelRequest) -> list[list[str]]:
+    """Every class's names as run.json records them (aliases included)."""
+    return [list(request.names_of(i)) for i in range(len(request.class_names))]
+
+
+def _previous_names(output: str) -> list[list[str]] | None:
+    """The class names (with aliases) of an earlier run into `output`, from its run.json; None when unknown."""
+    try:  # read only where classes.json exists; no existence check of its own (one listing-free read)
+        previous = storage.read_json(storage.join(output, outputs.RUN_JSON))
+    except (OSError, ValueError):
+        return None
+    request = (previous or {}).get("request") or {}
+    if not request.get("class_names"):
+        return None
+    aliases = request.get("aliases") or [[n] for n in request["class_names"]]
+    return [list(names) for names in aliases]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -295,9 +314,15 @@ def label(config: LabelJobConfig, beam_args: list[str] | None = None) -> dict:
 # reme evaluate: label a benchmark's images, then score them
 # ---------------------------------------------------------------------------------------------------------
 def evaluate_dataset(name: str, root: str, config: LabelJobConfig | None = None, predictions: str | None = None,
-                     ignore_index: int | None = None, beam_args=None, show_progress: bool = True) -> dict:
+                     ignore_index: int | None = None, beam_args=None, show_progress: bool = True,
+                     classes: list[tuple[str, ...]] | None = None) -> dict:
     """`reme evaluate`: label the dataset's images with `config` (its request's classes replaced by the dataset's
     class list), unless `predictions` is given; then score.
+
+    The classes are scored through the benchmark's standard class file (inference.datasets.CLASS_ALIASES: aliases,
+    the background line of stuff names), or through `classes` (one tuple of names per benchmark class, in id order).
+    On a benchmark with a background class it is predicted by default: scored through its names, and taken by
+    every segment whose best score is under the threshold (the request's, else the benchmark's default).
 
     The label maps go to `config.output` when set, otherwise to a temporary directory removed afterwards: nothing
     is ever written inside or beside the dataset, which may be a read-only or shared mount.
@@ -307,11 +332,21 @@ def evaluate_dataset(name: str, root: str, config: LabelJobConfig | None = None,
         return _score(dataset, predictions, show_progress)
     if config is None:
         raise ValueError("evaluate needs a labelling config (or predictions)")
+    threshold_given = config.request.threshold is not None
+    request = benchmark_request(dataset, config.request, classes)
+    config = dataclasses.replace(config, request=request)
     if config.output:
-        return _label_and_score(dataset, config, config.output, beam_args)
-    with tempfile.TemporaryDirectory(prefix=f"reme-evaluate-{name}-") as scratch:
-        result = _label_and_score(dataset, config, scratch, beam_args)
-    result["predictions"] = None  # they were in the temporary directory, now removed (--output keeps them)
+        result = _label_and_score(dataset, config, config.output, beam_args)
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"reme-evaluate-{name}-") as scratch:
+            result = _label_and_score(dataset, config, scratch, beam_args)
+        result["predictions"] = None  # they were in the temporary directory, now removed (--output keeps them)
+    bg = request.background_id
+    if bg is not None:  # how the background was predicted, for the record
+        result["background"] = {
+            "name": request.class_names[bg], "names": [n for i, n in request.scored_names if i == bg],
+            "threshold": request.threshold,
+            "threshold_from": "--threshold" if threshold_given else "the benchmark's default"}
     return result
 
 
@@ -320,11 +355,28 @@ def _score(dataset, predictions: str, show_progress: bool) -> dict:
         return score_predictions(dataset, predictions, progress=bar.set)
 
 
+def benchmark_request(dataset, request: LabelRequest, classes: list[tuple[str, ...]] | None = None) -> LabelRequest:
+    """The request `reme evaluate` labels a benchmark with: its class names, each scored through the names of its
+    standard class file (or of `classes`, one tuple per class in id order), and on a benchmark with a background
+    class, the benchmark's default threshold unless the request sets one."""
+    names = list(dataset.class_names)
+    if classes is None:
+        aliases = dataset.class_aliases
+    elif len(classes) != len(names):
+        raise UsageError(f"{dataset.name} has {len(names)} classes but --classes/--classes-file gives {len(classes)}; "
+                         "give one line per class, in the benchmark's id order")
+    else:
+        aliases = [tuple(c) for c in classes]
+    threshold = request.threshold
+    if threshold is None and dataset.has_background:
+        threshold = dataset.background_threshold
+    return dataclasses.replace(request, class_names=tuple(names), aliases=tuple(aliases), threshold=threshold,
+                               ignore_value=ignore_value_for(len(names)))
+
+
 def _label_and_score(dataset, config: LabelJobConfig, output: str, beam_args) -> dict:
     images_root = dataset.root / dataset.layout.images
-    request = dataclasses.replace(config.request, class_names=tuple(dataset.class_names),
-                                  ignore_value=ignore_value_for(len(dataset.class_names)))
-    config = dataclasses.replace(config, inputs=(str(images_root),), output=output, request=request)
+    config = dataclasses.replace(config, inputs=(str(images_root),), output=output)
     # Exactly the benchmark's images (nested folders, split files), named relative to its image root.
     job = prepare_job(config, uris=[str(image) for _, image, _ in dataset])
     summary = run_job(job, beam_args)
