@@ -447,6 +447,18 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
     return manifest
 
 
+def remove_final_outputs(output: str) -> None:
+    """Phase B rewrites every final output from the staged shards; a part a shard no longer has rows for (its
+    failures retried away, its segments filtered out by groups that changed) must not outlive it, nor a manifest
+    that describes the previous outputs."""
+    for directory in (schema.SEGMENTS_DIR, schema.DROPPED_DIR, schema.FAILURES_DIR):
+        for path in storage.listdir(storage.join(output, directory)):
+            storage.filesystem(path).rm(path)
+    manifest = storage.join(output, schema.MANIFEST)
+    if storage.exists(manifest):
+        storage.filesystem(manifest).rm(manifest)
+
+
 def progress_dir(output: str) -> str:
     """Where the workers count processed images for the launcher's bar (removed after the pipeline)."""
     return storage.join(output, staging.STAGING_DIR, "progress")
@@ -474,6 +486,8 @@ def run_job(config: IndexJobConfig, beam_args: list[str] | None = None, save_mai
     counts = progress_dir(plan.output)
     progress.remove_counts(counts)  # an interrupted run's counts are not this run's
     dry_run = options.view_as(TestOptions).dry_run
+    if not dry_run:
+        remove_final_outputs(plan.output)
     bar = progress.Progress("indexing", plan.images_todo,
                             enabled=config.progress and plan.images_todo > 0 and not dry_run)
     try:

@@ -111,7 +111,7 @@ class FailureConfig:
             return
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items())) or "kinds unknown"
         raise RunFailure(f"{failed} of {total} images failed ({rate:.1%}, over --max_failure_rate "
-                         f"{self.max_failure_rate:g}): {kinds}; see {where}; run the same command again to retry them")
+                         f"{self.max_failure_rate:g}): {kinds}; listed in {where} (the same command again retries them)")
 
 
 @dataclass(frozen=True)

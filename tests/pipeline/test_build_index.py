@@ -35,7 +35,7 @@ def annotated_run(tiny_models, tmp_path_factory):
     output = tmp_path_factory.mktemp("ref") / "reference"
     manifest = run_job(tiny_models, output, "--label_source", "annotations", "--annotations", str(root),
                        "--ignore_index", "0", "--num_shards", "3", "--min_label_count", "2", "--embedding_dtype",
-                       "float32")
+                       "float32", "--max_failure_rate", "0.5")  # 3 of its 15 inputs fail by design
     return root, output, manifest
 
 
