@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from models.images import ImageDecodeError
-from pipeline.config import FailureConfig
 from pipeline.command import RunFailure
+from pipeline.config import FailureConfig
 from transforms.failures import RetryPolicy, call_with_retries, classify, failure_row
 from transforms.handlers import apply_isolated
 from transforms.images import DecodeImage
