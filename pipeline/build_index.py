@@ -525,12 +525,20 @@ def main(argv=None) -> None:
         return
     counts = manifest["counts"]
     index = manifest.get("index") or {}
+    kinds = ", ".join(f"{n} {kind}" for kind, n in counts.get("failed_by_kind", {}).items())
     print(f"reference set written to {manifest['run']['output']}: {counts['segments_kept']} segments, "
-          f"{counts['labels']} labels from {counts['images_in']} images ({counts['images_failed']} failed); "
+          f"{counts['labels']} labels from {counts['images_in']} images ({counts['images_failed']} failed"
+          f"{': ' + kinds if kinds else ''}{retried_note(manifest)}); "
           f"dropped {counts['dropped_by_reason']}; index {index.get('index_key', index.get('key', index))}",
           file=sys.stderr)
     if (line := captions_summary(manifest)) is not None:
         print(line, file=sys.stderr)
+
+
+def retried_note(manifest: dict) -> str:
+    """'; 2 failed images of earlier runs tried again' for the summary line, when there were any."""
+    retried = manifest.get("run", {}).get("images_retried", 0)
+    return f"; {retried} failed images of earlier runs tried again" if retried else ""
 
 
 def captions_summary(manifest: dict) -> str | None:
