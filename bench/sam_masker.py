@@ -19,11 +19,23 @@ weights the predicted IoUs are ~0.3 so every candidate fails the IoU filter, whi
     python bench/sam_masker.py --model vit_b --points-per-side 16 --images 1
     python bench/sam_masker.py --model vit_h --checkpoint sam_vit_h.pth --device cuda --images 8 \\
         --points-per-side 32 --decoder-batch-size 256 [--autocast bfloat16]
+
+`--batching` measures batching instead, side by side in one run (each measurement repeated, alternating order):
+SAM images/s through our generator one image per call (`generate`) vs the batched path the Mask step uses
+(`generate_batch`: images in batched image-encoder passes), with identical outputs checked; and CLIP text labels/s
+(label x 8 prompt templates) embedded the old way (one label and one template per forward pass), one label per
+call (its 8 templates in one pass: what the Pair step does, so each label's vector is bit-stable) and all labels x
+templates in batched calls (labels.parquet, class names). On CPU the tiny SAM encoder makes the encoder a small share
+of the work, so the SAM ratio there says little about a GPU with vit_h; the text tower is CLIP B/16's real size.
+
+    python -m bench.sam_masker --batching --model tiny --images 8 --points-per-side 8 --max-side 256 \\
+        | tee -a bench/results/batching.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -140,6 +152,96 @@ def decoder_only(model, image: np.ndarray, args, label: str, device_name: str) -
     }
 
 
+def sam_batching(model, images: list[np.ndarray], args, label: str, device_name: str) -> dict:
+    """images/s of FastSamMaskGenerator.generate (one image per call) vs generate_batch (the Mask step's call)."""
+    from models.sam_fast import FastSamMaskGenerator
+
+    gen = FastSamMaskGenerator(model, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+                               pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                               decoder_batch_size=args.decoder_batch_size, encoder_batch_size=len(images))
+    unbatched_s, batched_s, same = [], [], True
+    with torch.no_grad():
+        gen.generate_batch(images[:1])  # warm-up
+        for r in range(args.repeats):
+            runs = [("one", lambda: [gen.generate(im) for im in images]), ("batch", lambda: gen.generate_batch(images))]
+            if r % 2:
+                runs.reverse()
+            outputs = {}
+            for name, fn in runs:
+                out, seconds = timed(fn, args.device)
+                outputs[name] = out
+                (unbatched_s if name == "one" else batched_s).append(seconds)
+            same &= all(identical(b, o) for b, o in zip(outputs["batch"], outputs["one"], strict=True))
+    t_one, t_batch = min(unbatched_s), min(batched_s)
+    return {
+        "bench": "sam_masker", "kind": "batching", "model": label, "device": device_name, "threads": args.threads,
+        "images": len(images), "image_size": f"{images[0].shape[0]}x{images[0].shape[1]}",
+        "points_per_side": args.points_per_side, "encoder_batch_size": len(images), "repeats": args.repeats,
+        "unbatched_images_per_s": round(len(images) / t_one, 3), "batched_images_per_s": round(len(images) / t_batch, 3),
+        "speedup": round(t_one / t_batch, 2), "identical": bool(same),
+        "note": "tiny SAM encoder on CPU: the decoder dominates" if label.startswith("tiny") else "",
+    }
+
+
+def text_batching(args) -> dict:
+    """labels/s of CLIP text embedding (x 8 templates): old per-template calls, one label per call, all batched."""
+    import tempfile
+    from pathlib import Path
+
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from models.config import TextEncoderConfig
+    from models.presets import WORDS, build_tokenizer
+    from models.text import ClipTextEncoder
+
+    words = sorted({w for w in WORDS if w.isalpha()})
+    labels = [f"{a} {b}" if i % 3 else a for i, (a, b) in enumerate(zip(words, words[7:] + words[:7], strict=True))]
+    labels = labels[: args.labels]
+    with tempfile.TemporaryDirectory(prefix="reme-bench-text-") as tmp:
+        torch.manual_seed(0)
+        tokenizer = build_tokenizer()
+        config = CLIPTextConfig(vocab_size=len(tokenizer), pad_token_id=0, bos_token_id=2, eos_token_id=3,
+                                projection_dim=512)  # defaults otherwise: CLIP B/16's text tower (512-d, 12 layers)
+        CLIPTextModelWithProjection(config).eval().save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        encoder = ClipTextEncoder(TextEncoderConfig(model_id=str(Path(tmp)), device=args.device))
+
+    def per_template(texts):  # the Pair step before: one label per call, one forward pass per template
+        out = []
+        for text in texts:
+            total = sum(encoder._embed([template.format(text)]) for template in encoder.templates)
+            out.append(torch.nn.functional.normalize(total, dim=-1))
+        return torch.cat(out).numpy()
+
+    def batched(size):
+        def run(texts):
+            encoder.config = dataclasses.replace(encoder.config, batch_size=size)
+            return encoder.encode(texts)
+        return run
+
+    modes = {"one_label_one_template": per_template, "one_label_per_call": encoder.encode_each,
+             **{f"batched_{size}": batched(size) for size in args.text_batch_sizes}}
+    seconds = {name: [] for name in modes}
+    vectors = {}
+    encoder.encode(labels[:4])  # warm-up
+    for r in range(args.repeats):
+        order = list(modes) if r % 2 == 0 else list(reversed(modes))
+        for name in order:
+            vectors[name], t = timed(lambda fn=modes[name]: fn(labels), args.device)
+            seconds[name].append(t)
+    best = {name: min(ts) for name, ts in seconds.items()}
+    ref = vectors["one_label_one_template"]
+    return {
+        "bench": "text_embedding", "kind": "batching", "model": "clip-b16-text-random", "device": args.device,
+        "threads": args.threads, "labels": len(labels), "templates": len(encoder.templates),
+        "prompts_per_pass": list(args.text_batch_sizes), "repeats": args.repeats,
+        **{f"{name}_labels_per_s": round(len(labels) / t, 1) for name, t in best.items()},
+        **{f"speedup_{name}_vs_one_template": round(best["one_label_one_template"] / t, 2)
+           for name, t in best.items() if name != "one_label_one_template"},
+        "max_abs_diff_vs_one_template": max(float(np.abs(v - ref).max()) for v in vectors.values()),
+    }
+
+
 def main(argv=None) -> None:
     from segment_anything import SamAutomaticMaskGenerator
 
@@ -159,6 +261,13 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--decoder-only", action="store_true",
                     help="time only the mask decoder on one image's embedding (reference batches vs ours)")
+    ap.add_argument("--batching", action="store_true",
+                    help="SAM images/s one image per call vs batched, and CLIP text labels/s one by one vs batched")
+    ap.add_argument("--labels", type=int, default=128, help="--batching: label texts embedded")
+    ap.add_argument("--text-batch-sizes", type=lambda t: [int(x) for x in t.split(",")], default=[32, 256],
+                    help="--batching: prompts per forward pass of the batched text modes")
+    ap.add_argument("--repeats", type=int, default=2, help="--batching: measurements per mode (best is kept)")
+    ap.add_argument("--sections", default="sam,text", help="--batching: sam, text or both (comma-separated)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -172,6 +281,13 @@ def main(argv=None) -> None:
 
     if args.decoder_only:
         print(json.dumps(decoder_only(model, images[0], args, label, device_name)), flush=True)
+        return
+    if args.batching:
+        sections = args.sections.split(",")
+        if "sam" in sections:
+            print(json.dumps(sam_batching(model, images, args, label, device_name)), flush=True)
+        if "text" in sections:
+            print(json.dumps(text_batching(args)), flush=True)
         return
 
     with torch.no_grad():

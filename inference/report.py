@@ -532,8 +532,8 @@ def build_report(root: str, per_label: int = DEFAULT_PER_LABEL, max_galleries: i
     failure_rows = []
     if failures is not None:
         for r in failures.table.slice(0, FAILURE_EXAMPLES).to_pylist():
-            failure_rows.append([f"<code>{esc(r['uri'])}</code>", esc(r["stage"]), esc(r["error_type"]),
-                                 esc(r["message"])])
+            failure_rows.append([f"<code>{esc(r['uri'])}</code>", esc(r["stage"]), esc(r.get("kind") or ""),
+                                 esc(r["error_type"]), esc(r["message"])])
 
     gallery_note = (f"{fmt_int(min(max_galleries, len(stats.names)))} largest labels and the labels that need a look"
                     + (f" ({galleries.skipped_for_budget} left out to keep the page under "
@@ -586,7 +586,7 @@ def build_report(root: str, per_label: int = DEFAULT_PER_LABEL, max_galleries: i
     if failure_rows:
         parts.append(f'<section class="block" id="failures"><h2>Failed inputs<span class="sub"> first '
                      f"{len(failure_rows)} of {fmt_int(n_failed)}</span></h2>"
-                     + table(["input", "stage", "error", "message"], failure_rows) + "</section>")
+                     + table(["input", "stage", "kind", "error", "message"], failure_rows) + "</section>")
     parts += [
         '<section class="block" id="manifest"><details class="raw"><summary>Raw manifest.json</summary><pre>'
         f"{esc(json.dumps(manifest, indent=2, sort_keys=True, default=str))}</pre></details></section>",

@@ -1,7 +1,9 @@
 """Text encoders for label embeddings (labels.parquet) and class names at labelling time.
 
 * `clip` — CLIP's text tower with prompt-template ensembling: each text is embedded once per template
-  (TextEncoderConfig.templates), the unit vectors are averaged and renormalised (Radford et al., 2021).
+  (TextEncoderConfig.templates), the unit vectors are averaged and renormalised (Radford et al., 2021). Every
+  (text, template) prompt of an `encode` call goes through the tower in batches of `batch_size` prompts: n labels
+  x 8 templates cost ceil(8n / batch_size) forward passes, not 8n.
 * `sentence` — any sentence-embedding model in transformers format (e.g. all-MiniLM-L6-v2): attention-mask mean
   pooling over the last hidden state, unit-norm.
 """
@@ -42,13 +44,24 @@ class _Base:
         return text_info(self.config, self.model.config)
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """float32 [n, dim] unit vectors."""
+        """float32 [n, dim] unit vectors, all texts in batched forward passes. A text's vector may differ in the
+        last bits with the other texts of the call (padding, batch shapes); `encode_each` is independent of them."""
         texts = [str(t) for t in texts]
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        return self._encode_all(texts).cpu().numpy().astype(np.float32)
+
+    def encode_each(self, texts: list[str]) -> np.ndarray:
+        """`encode`, one text per call: each vector depends on its own text only (bit for bit), whatever else is
+        embedded around it (the pairing step needs that: a resumed run must pair exactly as an uninterrupted one)."""
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate([self.encode([t]) for t in texts])
+
+    def _encode_all(self, texts: list[str]) -> torch.Tensor:
         bs = max(1, self.config.batch_size)
-        parts = [self._encode_batch(texts[i : i + bs]) for i in range(0, len(texts), bs)]
-        return torch.cat(parts).cpu().numpy().astype(np.float32)
+        return torch.cat([self._encode_batch(texts[i : i + bs]) for i in range(0, len(texts), bs)])
 
 
 class ClipTextEncoder(_Base):
@@ -71,8 +84,16 @@ class ClipTextEncoder(_Base):
         with torch.inference_mode():
             return F.normalize(self.model(**batch).text_embeds.float(), dim=-1)
 
-    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
-        total = sum(self._embed([t.format(x) for x in texts]) for t in self.templates)
+    def _encode_all(self, texts: list[str]) -> torch.Tensor:
+        """Every (text, template) prompt in batches of `batch_size` prompts; per text, the template vectors are
+        summed (in template order) and renormalised."""
+        prompts = [template.format(text) for text in texts for template in self.templates]
+        bs = max(1, self.config.batch_size)
+        embedded = torch.cat([self._embed(prompts[i : i + bs]) for i in range(0, len(prompts), bs)])
+        per_text = embedded.reshape(len(texts), len(self.templates), -1)
+        total = per_text[:, 0]
+        for k in range(1, len(self.templates)):
+            total = total + per_text[:, k]
         return F.normalize(total, dim=-1)
 
 

@@ -10,11 +10,16 @@ Two phases in one Beam pipeline, each step named as in the README's method table
     the paper's argmax) -> Embed (mask-pooled visual embeddings). Results are grouped by *input shard* (a stable
     hash of the image URI) and committed to `<output>/_staging/` with a marker written last (Commit). A re-run
     reads the markers at launch and skips every image of a committed shard before any model work.
-  B (cheap, global, always recomputed): the staged rows of every committed shard -> Dedup -> Filter (group-based,
-    per label) -> Write (segments/, dropped/, failures/, one part per input shard, rows sorted; labels.parquet).
-    Phase B is deterministic, so a resumed run writes exactly the rows an uninterrupted run does.
+    The images that *failed* in a committed shard are the exception: a re-run tries them again (transforms.images
+    Todo) and commits their rows as a new generation of their shard (refset.staging), so a failure caused by a
+    flaky disk, a preempted GPU or a bug fixed since is not lost.
+  B (cheap, global, always recomputed): the staged rows of every committed shard (its generations merged) -> Dedup
+    -> Filter (group-based, per label) -> Write (segments/, dropped/, failures/, one part per input shard, rows
+    sorted; labels.parquet). Phase B is deterministic, so a resumed run writes exactly the rows an uninterrupted
+    run does.
 
-After the pipeline: Index (refset.index.build_index, FAISS) and manifest.json.
+After the pipeline: Index (refset.index.build_index, FAISS) and manifest.json; then the failure budget
+(--max_failure_rate): a run with more failed images than it allows ends with exit status 1 and one line.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import logging
 import math
 import os
 import sys
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
@@ -59,7 +65,7 @@ from transforms.captions import (
 from transforms.coco import AnnotateCocoImage, ReadCategories, ReadCocoAnnotations, default_panoptic_dir
 from transforms.embed import VisualModelHandler
 from transforms.group_filter import Dedup, GroupFilter, GroupFilterConfig
-from transforms.images import ReadImages, list_inputs
+from transforms.images import ReadImages, Todo, list_inputs
 from transforms.masks import MaskerModelHandler
 from transforms.pairing import PairingModelHandler
 
@@ -80,8 +86,12 @@ class RunPlan:
     class_names: tuple[str, ...] = ()
     annotation_format: str = ""  # labelmaps | coco | coco_panoptic (annotations source)
     panoptic_dir: str | None = None  # the panoptic PNGs (coco_panoptic)
-    images_todo: int = 0  # listed images outside the committed shards: the work of this run
+    images_todo: int = 0  # listed images outside the committed shards + failed images retried: this run's work
     captions_format: str | None = None  # "coco" or "jsonl", from the captions file's first bytes
+    generations: dict[int, tuple[int, ...]] = field(default_factory=dict)  # committed shard -> its generations
+    failing: dict[int, int] = field(default_factory=dict)  # committed shard with failures -> its latest generation
+    generation: int = 1  # the generation this run commits its retries as (refset.staging)
+    images_retried: int = 0  # failed images of committed shards this run tries again
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -228,14 +238,28 @@ def prepare(config: IndexJobConfig) -> RunPlan:
         num_shards = config.num_shards or max(1, math.ceil(len(uris) / config.images_per_shard))
         storage.write_json(run_path, {"num_shards": num_shards, "num_images": len(uris), "inputs_sha1": digest,
                                       "phase_a": fingerprint})
-    done = tuple(s for s in staging.done_shards(output) if s < num_shards)
+    generations = {s: g for s, g in staging.committed_generations(output).items() if s < num_shards}
+    done = tuple(generations)
+    failing = {s: g for s, g in staging.failing_shards(output, generations).items()}
+    retried = count_failed(output, failing)
     if done:
-        log.info("resuming: %d of %d input shards already committed", len(done), num_shards)
+        log.info("resuming: %d of %d input shards already committed; retrying %d failed images of %d of them",
+                 len(done), num_shards, retried, len(failing))
     images_todo = sum(1 for uri in uris if staging.shard_of(uri, num_shards) not in done) if done else len(uris)
     return RunPlan(output=output, num_images=len(uris), num_shards=num_shards, done_shards=done,
                    group_filter=config.group_filter_for(len(uris)), model_info=model_info, class_names=class_names,
-                   annotation_format=annotation_format, panoptic_dir=panoptic_dir, images_todo=images_todo,
-                   captions_format=captions_format)
+                   annotation_format=annotation_format, panoptic_dir=panoptic_dir,
+                   images_todo=images_todo + retried, captions_format=captions_format, generations=generations,
+                   failing=failing, generation=staging.next_generation(generations), images_retried=retried)
+
+
+def count_failed(output: str, failing: dict[int, int]) -> int:
+    """How many failed images the committed shards' latest generations hold (read in parallel: one small file per
+    failing shard)."""
+    if not failing:
+        return 0
+    with ThreadPoolExecutor(max_workers=min(16, len(failing))) as pool:
+        return sum(pool.map(lambda sg: len(staging.failed_uris(output, *sg)), failing.items()))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -244,7 +268,8 @@ def prepare(config: IndexJobConfig) -> RunPlan:
 def _run_inference(handler_cls, config: IndexJobConfig, batch_size: int) -> RunInference:
     workers = config.workers
     return RunInference(handler_cls(config.models, max_batch_size=batch_size, torch_threads=workers.torch_threads,
-                                    large_model=workers.large_model, model_copies=workers.model_copies))
+                                    large_model=workers.large_model, model_copies=workers.model_copies,
+                                    retry=config.failures.retry))
 
 
 def _segments_schema(dtype: str):
@@ -257,24 +282,28 @@ def _segments_schema(dtype: str):
 def build_pipeline(p: beam.Pipeline, config: IndexJobConfig, plan: RunPlan) -> None:
     """Phase A then phase B, top to bottom; step names as in the README's method table."""
     output, num_shards, models = plan.output, plan.num_shards, config.models
+    retry = config.failures.retry
 
-    # ---- Phase A: per image, skipped for committed shards -------------------------------------------------
+    # ---- Phase A: per image, skipped for committed shards (but their failures are tried again) ----------------
+    todo = Todo(output, num_shards, plan.done_shards, plan.failing)
     if config.label_source == "captions":  # captions join their images by file name before any decoding
         items = p | "Read" >> ReadCaptionedImages(list(config.inputs), config.captions, plan.captions_format,
                                                   num_shards, plan.done_shards, config.read.max_side,
-                                                  config.read.max_pixels)
+                                                  config.read.max_pixels, todo=todo, retry=retry)
     else:
         items = p | "Read" >> ReadImages(list(config.inputs), num_shards, plan.done_shards, config.read.max_side,
-                                         config.read.max_pixels)
+                                         config.read.max_pixels, todo=todo, retry=retry)
     if plan.annotation_format in (coco.INSTANCES, coco.PANOPTIC):  # each annotated region is a segment
         files = list(config.annotations)
         records = p | "ReadAnnotations" >> ReadCocoAnnotations(files)
         items = items | "Label" >> beam.ParDo(
-            AnnotateCocoImage(plan.annotation_format, plan.panoptic_dir, config.coco_crowd, models.masker.min_area),
+            AnnotateCocoImage(plan.annotation_format, plan.panoptic_dir, config.coco_crowd, models.masker.min_area,
+                              retry=retry),
             beam.pvalue.AsMultiMap(records), beam.pvalue.AsSingleton(p | "ReadCategories" >> ReadCategories(files)))
     elif config.annotated:  # the annotation's class regions are the segments, with their labels
         items = items | "Label" >> beam.ParDo(
-            AnnotateImage(config.annotations[0], list(plan.class_names), config.ignore_index, models.masker.min_area))
+            AnnotateImage(config.annotations[0], list(plan.class_names), config.ignore_index,
+                          models.masker.min_area).retrying(retry))
     else:
         items = items | "Mask" >> _run_inference(MaskerModelHandler, config, config.workers.mask_batch_size)
         if config.label_source == "captions":
@@ -286,13 +315,25 @@ def build_pipeline(p: beam.Pipeline, config: IndexJobConfig, plan: RunPlan) -> N
     if config.progress:  # counts for the launcher's bar (pipeline.progress)
         items = items | "Progress" >> beam.ParDo(progress.CountToFiles(progress_dir(output),
                                                                        progress.poll_interval(output)))
-    committed = items | "Commit" >> writers.Commit(output, config.annotated)
+    committed = items | "Commit" >> writers.Commit(output, config.annotated, tuple(plan.failing), plan.generation)
 
     # ---- Phase B: every committed shard (earlier runs' and this run's) -> filtering -> final outputs --------
-    previously_done = p | "PreviouslyCommitted" >> beam.Create(list(plan.done_shards))
+    # Once every commit of this run is done (the side input waits for all of them), each shard is read once with
+    # all its generations: those committed before the run and this run's.
+    earlier = plan.generations
+
+    def with_generations(_, new):
+        merged = {shard: set(gens) for shard, gens in earlier.items()}
+        for shard, generation in new:
+            merged.setdefault(shard, set()).add(generation)
+        for shard in sorted(merged):
+            yield shard, tuple(sorted(merged[shard]))
+
     staged = (
-        (committed, previously_done)
-        | "AllCommittedShards" >> beam.Flatten()
+        p
+        | "PreviouslyCommitted" >> beam.Create([None])
+        | "AllCommittedShards" >> beam.FlatMap(with_generations, beam.pvalue.AsList(committed))
+        | "SpreadShards" >> beam.Reshuffle()
         | "ReadStaged" >> beam.ParDo(writers.ReadStagedShard(output)).with_outputs("drops", "failures", main="pairs")
     )
     unique, duplicates = staged.pairs | "Dedup" >> Dedup()
@@ -401,7 +442,8 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
         models=config.models.to_dict(),
         model_info=plan.model_info,
         params=params,
-        run={"output": plan.output, "resumed_shards": len(plan.done_shards), "shards": plan.num_shards},
+        run={"output": plan.output, "resumed_shards": len(plan.done_shards), "shards": plan.num_shards,
+             "images_retried": plan.images_retried},
         index_info=index_info,
         run_metrics=metrics_of(result),
     )
@@ -409,6 +451,18 @@ def finish(config: IndexJobConfig, plan: RunPlan, result) -> dict:
     if index_failure is not None:
         raise RunFailure(f"index: {index_failure}")
     return manifest
+
+
+def remove_final_outputs(output: str) -> None:
+    """Phase B rewrites every final output from the staged shards; a part a shard no longer has rows for (its
+    failures retried away, its segments filtered out by groups that changed) must not outlive it, nor a manifest
+    that describes the previous outputs."""
+    for directory in (schema.SEGMENTS_DIR, schema.DROPPED_DIR, schema.FAILURES_DIR):
+        for path in storage.listdir(storage.join(output, directory)):
+            storage.filesystem(path).rm(path)
+    manifest = storage.join(output, schema.MANIFEST)
+    if storage.exists(manifest):
+        storage.filesystem(manifest).rm(manifest)
 
 
 def progress_dir(output: str) -> str:
@@ -438,6 +492,8 @@ def run_job(config: IndexJobConfig, beam_args: list[str] | None = None, save_mai
     counts = progress_dir(plan.output)
     progress.remove_counts(counts)  # an interrupted run's counts are not this run's
     dry_run = options.view_as(TestOptions).dry_run
+    if not dry_run:
+        remove_final_outputs(plan.output)
     bar = progress.Progress("indexing", plan.images_todo,
                             enabled=config.progress and plan.images_todo > 0 and not dry_run)
     try:
@@ -451,7 +507,11 @@ def run_job(config: IndexJobConfig, beam_args: list[str] | None = None, save_mai
         raise
     if dry_run:  # Beam's --dry_run: graph built and validated, nothing ran
         return {}
-    return finish(config, plan, getattr(p, "result", None))
+    manifest = finish(config, plan, getattr(p, "result", None))
+    counts = manifest["counts"]
+    config.failures.check(counts["images_failed"], counts["images_in"], counts.get("failed_by_kind", {}),
+                          storage.join(plan.output, schema.FAILURES_DIR))
+    return manifest
 
 
 def run(argv=None, save_main_session: bool = True) -> dict:
@@ -471,8 +531,10 @@ def main(argv=None) -> None:
         return
     counts = manifest["counts"]
     index = manifest.get("index") or {}
+    kinds = ", ".join(f"{n} {kind}" for kind, n in counts.get("failed_by_kind", {}).items())
     print(f"reference set written to {manifest['run']['output']}: {counts['segments_kept']} segments, "
-          f"{counts['labels']} labels from {counts['images_in']} images ({counts['images_failed']} failed); "
+          f"{counts['labels']} labels from {counts['images_in']} images ({counts['images_failed']} failed"
+          f"{': ' + kinds if kinds else ''}{retried_note(manifest)}); "
           f"dropped {counts['dropped_by_reason']}; index {index_summary(index)}",
           file=sys.stderr)
     if (line := captions_summary(manifest)) is not None:
@@ -487,6 +549,12 @@ def index_summary(index: dict) -> str:
     return (f"{index['index_key']}{refine} {index['search_params'] or 'exact'}, recall@{index['k']} "
             f"{index['recall_at_k']} (target {index['recall_target']} "
             f"{'met' if index['recall_target_met'] else 'missed'})")
+
+
+def retried_note(manifest: dict) -> str:
+    """'; 2 failed images of earlier runs tried again' for the summary line, when there were any."""
+    retried = manifest.get("run", {}).get("images_retried", 0)
+    return f"; {retried} failed images of earlier runs tried again" if retried else ""
 
 
 def captions_summary(manifest: dict) -> str | None:

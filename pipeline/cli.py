@@ -33,7 +33,7 @@ from pipeline.command import (
 )
 from pipeline.config import LabelJobConfig, ModelChoices, ReadConfig, WorkerConfig, parse_formats
 from pipeline.label_job import evaluate_dataset, label
-from pipeline.options import add_worker_flags, worker_config
+from pipeline.options import add_worker_flags, failure_config, worker_config
 from refset import storage
 from refset.reader import ReferenceSetError
 
@@ -133,7 +133,8 @@ def label_config(args, classes: list[str] | list[tuple[str, ...]], inputs: tuple
                            text_model=args.text_model, device=args.device, visual_batch_size=args.visual_batch_size)
     config = LabelJobConfig(index=args.index or "", inputs=inputs, output=output, request=request, models=choices,
                             read=ReadConfig(max_side=args.max_side, max_pixels=args.max_pixels),
-                            workers=worker_config(args), overlay=args.overlay, progress=not args.no_progress)
+                            workers=worker_config(args), failures=failure_config(args), overlay=args.overlay,
+                            progress=not args.no_progress)
     return config
 
 

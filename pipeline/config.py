@@ -19,8 +19,9 @@ from inference.outputs import FORMATS
 from models.config import ModelsConfig
 from models.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from models.presets import preset_refusal
-from pipeline.command import UsageError
+from pipeline.command import RunFailure, UsageError
 from refset.index import parse_memory
+from transforms.failures import RetryPolicy
 from transforms.group_filter import GroupFilterConfig
 
 LABEL_SOURCES = ("annotations", "captions", "captioner")
@@ -74,6 +75,46 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True)
+class FailureConfig:
+    """What the jobs do about inputs that fail (transforms.failures), in both jobs.
+
+    A transient error (I/O, timeouts, HTTP 429/5xx, out of memory) is tried again up to `retry_attempts` tries in
+    all, waiting `retry_backoff` seconds, doubling each time up to `retry_max_backoff`; other errors fail the input
+    at once. A run ends with exit status 1 (RunFailure) when more than `max_failure_rate` of its inputs are in the
+    failures, counted over everything the output holds (a resumed run counts the earlier runs' images too).
+    """
+
+    max_failure_rate: float = 0.1
+    retry_attempts: int = 3
+    retry_backoff: float = 1.0  # seconds before the first retry
+    retry_max_backoff: float = 30.0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.max_failure_rate <= 1.0:
+            raise UsageError("--max_failure_rate must be in [0, 1]")
+        if self.retry_attempts < 1:
+            raise UsageError("--retry_attempts must be >= 1 (1 = no retry)")
+        if self.retry_backoff < 0 or self.retry_max_backoff < 0:
+            raise UsageError("--retry_backoff and --retry_max_backoff must be >= 0")
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.retry_attempts, self.retry_backoff, self.retry_max_backoff)
+
+    def check(self, failed: int, total: int, by_kind: dict[str, int], where: str) -> None:
+        """RunFailure (one line) when `failed` of `total` inputs is over the budget; a run where every input failed
+        never passes (not even with --max_failure_rate 1)."""
+        if failed == 0 or total == 0:
+            return
+        rate = failed / total
+        if rate <= self.max_failure_rate and failed < total:
+            return
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items())) or "kinds unknown"
+        raise RunFailure(f"{failed} of {total} images failed ({rate:.1%}, over --max_failure_rate "
+                         f"{self.max_failure_rate:g}): {kinds}; listed in {where} (the same command again retries them)")
+
+
+@dataclass(frozen=True)
 class IndexBuildConfig:
     """The FAISS step after the pipeline (refset.index.build_index)."""
 
@@ -121,6 +162,7 @@ class IndexJobConfig:
     workers: WorkerConfig = field(default_factory=WorkerConfig)
     group_filter: GroupFilterConfig = field(default_factory=lambda: GroupFilterConfig(min_label_count=0))
     index: IndexBuildConfig = field(default_factory=IndexBuildConfig)
+    failures: FailureConfig = field(default_factory=FailureConfig)
     progress: bool = True  # progress bars on the launcher (images processed, then the FAISS stages)
 
     @property
@@ -187,7 +229,7 @@ class IndexJobConfig:
         _check_batch_sizes(self.models)
         if refusal := preset_refusal(self.models):  # a setting the preset would have to replace silently
             raise UsageError(refusal)
-        for part in (self.read, self.workers, self.index):
+        for part in (self.read, self.workers, self.index, self.failures):
             part.validate()
         return self
 
@@ -236,6 +278,7 @@ class LabelJobConfig:
     models: ModelChoices = field(default_factory=ModelChoices)
     read: ReadConfig = field(default_factory=ReadConfig)  # working size; label maps come out at the input's size
     workers: WorkerConfig = field(default_factory=WorkerConfig)
+    failures: FailureConfig = field(default_factory=FailureConfig)
     overlay: bool = False  # also write colour overlays with a legend
     progress: bool = True  # a progress bar while labelling
     formats: tuple[str, ...] = ("png",)  # what is written: PNG label maps always, "coco" adds OUTPUT/coco.json
@@ -253,7 +296,7 @@ class LabelJobConfig:
         if unknown or "png" not in self.formats:
             raise UsageError(f"--format: {'unknown format ' + repr(unknown[0]) if unknown else 'png is always written'};"
                              f" give one or more of {', '.join(FORMATS)} (e.g. --format png,coco)")
-        for part in (self.models, self.read, self.workers):
+        for part in (self.models, self.read, self.workers, self.failures):
             part.validate()
         return self
 

@@ -20,6 +20,7 @@ other classes). Images whose label map already exists are skipped (a re-run resu
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import posixpath
@@ -217,13 +218,14 @@ def write_failures(rows: list[dict], output: str) -> int:
 def build_label_pipeline(p: beam.Pipeline, job: LabelJob) -> None:
     config, models = job.config, job.models
     workers = config.workers
+    retry = config.failures.retry
     shared = {"torch_threads": workers.torch_threads, "large_model": workers.large_model,
-              "model_copies": workers.model_copies}
+              "model_copies": workers.model_copies, "retry": retry}
     every = progress.poll_interval(config.output)
     todo_dir, written_dir = progress_dirs(config.output)
     count_todo = progress.CountToFiles(todo_dir, every) if config.progress else None
     read = p | "Read" >> ReadTodo(job.patterns, job.roots, config.output, config.overlay, config.read.max_side,
-                                  config.read.max_pixels, job.only, count_todo, coco=config.coco)
+                                  config.read.max_pixels, job.only, count_todo, coco=config.coco, retry=retry)
     written = (
         read["items"]
         | "Mask" >> RunInference(MaskerModelHandler(models, max_batch_size=workers.mask_batch_size, **shared))
@@ -231,7 +233,7 @@ def build_label_pipeline(p: beam.Pipeline, job: LabelJob) -> None:
         | "Label" >> RunInference(LabelModelHandler(config.index, config.request, models,
                                                     max_batch_size=workers.label_batch_size, **shared))
         | "Write" >> beam.ParDo(WriteImageOutputs(config.output, config.request, config.overlay,
-                                                  job.roots if config.coco else None))
+                                                  job.roots if config.coco else None).retrying(retry))
     )
     if config.progress:  # the bar's count: images written, summed by the launcher
         (
@@ -292,8 +294,11 @@ def run_job(job: LabelJob, beam_args: list[str] | None = None) -> dict:
     coco = None
     if job.config.coco:  # one file for the run, from every finished image's fragment (this run's and earlier ones')
         coco = outputs.assemble_coco(job.output, list(job.config.request.class_names))
+    inputs = max(counts.get("label_inputs", 0), skipped + labelled + len(failures))
+    by_kind = collections.Counter(row.get("kind") or "unknown" for row in failures)
+    job.config.failures.check(len(failures), inputs, dict(by_kind), failures_path)
     return {
-        "inputs": counts.get("label_inputs", 0),
+        "inputs": inputs,
         "skipped_done": skipped,
         "labelled": labelled,
         "failed": len(failures),

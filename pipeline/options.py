@@ -26,6 +26,7 @@ from pipeline.config import (
     AUTO_MIN_COUNT_IMAGES,
     EMBEDDING_DTYPES,
     LABEL_SOURCES,
+    FailureConfig,
     IndexBuildConfig,
     IndexJobConfig,
     ReadConfig,
@@ -54,6 +55,25 @@ def add_worker_flags(parser: argparse.ArgumentParser, *, pairing: bool) -> None:
     add("--torch_threads", type=int, default=WorkerConfig.torch_threads,
         help="torch intra-op threads per worker process (0 = auto: cores / direct_num_workers)")
     add("--max_pixels", type=int, default=ReadConfig.max_pixels, help="refuse larger images as decompression bombs")
+    add_failure_flags(parser)
+
+
+def add_failure_flags(parser: argparse.ArgumentParser) -> None:
+    """Retries of transient errors and the failure budget (both jobs; defaults from FailureConfig)."""
+    add = parser.add_argument
+    add("--max_failure_rate", type=float, default=FailureConfig.max_failure_rate,
+        help="exit with status 1 when more than this fraction of the inputs failed (0..1)")
+    add("--retry_attempts", type=int, default=FailureConfig.retry_attempts,
+        help="tries in all for an input that meets a transient error (I/O, timeout, HTTP 429/5xx, out of memory)")
+    add("--retry_backoff", type=float, default=FailureConfig.retry_backoff,
+        help="seconds before the first retry; doubles with each retry")
+    add("--retry_max_backoff", type=float, default=FailureConfig.retry_max_backoff,
+        help="longest wait between two tries, in seconds")
+
+
+def failure_config(args: argparse.Namespace) -> FailureConfig:
+    return FailureConfig(max_failure_rate=args.max_failure_rate, retry_attempts=args.retry_attempts,
+                         retry_backoff=args.retry_backoff, retry_max_backoff=args.retry_max_backoff)
 
 
 def add_index_flags(parser: argparse.ArgumentParser) -> None:
@@ -206,6 +226,7 @@ def index_config(args: argparse.Namespace) -> IndexJobConfig:
                                        sample_size=args.filter_sample, min_label_count=args.min_label_count),
         index=IndexBuildConfig(memory_budget=args.memory_budget, recall_target=args.recall_target,
                                skip=args.skip_index),
+        failures=failure_config(args),
         progress=not args.no_progress,
     )
 

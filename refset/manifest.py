@@ -28,17 +28,23 @@ def _num_rows(path: str) -> int:
 def _column_counts(paths: list[str], column: str) -> dict[str, int]:
     counter: collections.Counter = collections.Counter()
     for path in paths:
-        counter.update(storage.read_parquet(path, columns=[column]).column(column).to_pylist())
+        with storage.filesystem(path).open(path, "rb") as f:
+            parquet = pq.ParquetFile(f)
+            if column not in parquet.schema_arrow.names:  # (failures written before `kind` existed)
+                continue
+            values = parquet.read(columns=[column]).column(column).to_pylist()
+        counter.update(v for v in values if v is not None)
     return dict(sorted(counter.items()))
 
 
 def count_outputs(output: str) -> dict[str, Any]:
     """Reconciled counts: images in = images processed + images failed; masker segments = kept | dropped."""
-    staged_images = _parquet_files(storage.join(output, staging.STAGING_DIR, "images"))
+    staged_images = staging.committed_paths(output, "images")  # generations hold disjoint images (staging doc)
     images_processed = sum(_num_rows(p) for p in staged_images)
     masks = sum(sum(storage.read_parquet(p, columns=["segments"]).column("segments").to_pylist()) for p in staged_images)
     failures = _parquet_files(storage.join(output, schema.FAILURES_DIR))
     failed_by_stage = _column_counts(failures, "stage")
+    failed_by_kind = _column_counts(failures, "kind")
     dropped_by_reason = _column_counts(_parquet_files(storage.join(output, schema.DROPPED_DIR)), "reason")
     segments = sum(_num_rows(p) for p in _parquet_files(storage.join(output, schema.SEGMENTS_DIR)))
     labels_path = storage.join(output, schema.LABELS)
@@ -49,6 +55,7 @@ def count_outputs(output: str) -> dict[str, Any]:
         "images_processed": images_processed,
         "images_failed": images_failed,
         "failed_by_stage": failed_by_stage,
+        "failed_by_kind": failed_by_kind,
         "masks": masks,
         "segments_kept": segments,
         "dropped": sum(dropped_by_reason.values()),

@@ -35,6 +35,10 @@ DROP_REASONS = ("too_small", "unpaired", "outlier", "rare_label", "duplicate", "
 # Where a failure happened.
 FAILURE_STAGES = ("read", "decode", "mask", "label", "embed", "pair", "write")
 
+# What kind of failure (transforms.failures.classify): retries exhausted on a transient error, an unusable input,
+# or anything else (a bug).
+FAILURE_KINDS = ("transient", "bad_input", "bug")
+
 
 def shard_name(shard: int) -> str:
     """File name of one output shard; the shard id is part of the name so a writer cannot collide."""
@@ -97,6 +101,7 @@ def failures_schema() -> pa.Schema:
             pa.field("stage", pa.string(), nullable=False),
             pa.field("error_type", pa.string(), nullable=False),
             pa.field("message", pa.string(), nullable=False),
+            pa.field("kind", pa.string()),  # FAILURE_KINDS; null in outputs written before kinds existed
         ]
     )
 

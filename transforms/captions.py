@@ -39,9 +39,9 @@ from models.config import ModelsConfig
 from models.images import DEFAULT_MAX_PIXELS
 from models.nlp import labels_from_captions
 from refset import storage
-from refset.staging import shard_of
+from transforms.failures import ONE_TRY, RetryPolicy
 from transforms.handlers import ItemModelHandler, ModelBundle
-from transforms.images import DecodeImage, MatchImages
+from transforms.images import DecodeImage, MatchImages, Todo
 
 log = logging.getLogger(__name__)
 
@@ -306,11 +306,12 @@ class ReadCaptions(beam.PTransform):
 
 
 class CaptionsOfImage(beam.DoFn):
-    """(file name, {images, captions}) -> (FileMetadata, sorted captions) for each image file of that name not in a
-    committed shard; captions of a name no input image has are counted."""
+    """(file name, {images, captions}) -> (FileMetadata, sorted captions) for each image file of that name the run
+    processes (`todo`: outside committed shards, or failed there; transforms.images.Todo); captions of a name no
+    input image has are counted."""
 
-    def __init__(self, num_shards: int, done_shards=()):
-        self.num_shards, self.done = num_shards, frozenset(done_shards)
+    def __init__(self, num_shards: int, done_shards=(), todo: Todo | None = None):
+        self.todo = todo or Todo("", num_shards, done_shards)
         self.without_image = beam.metrics.Metrics.counter("reme", "captions_without_image")
         self.names_without_image = beam.metrics.Metrics.counter("reme", "captioned_names_without_image")
 
@@ -322,7 +323,7 @@ class CaptionsOfImage(beam.DoFn):
             self.names_without_image.inc()
             return
         for metadata in images:
-            if shard_of(metadata.path, self.num_shards) not in self.done:
+            if self.todo(metadata.path):
                 yield metadata, captions
 
 
@@ -341,11 +342,12 @@ class ReadCaptionedImages(beam.PTransform):
     caption names), skipping committed shards. The join by file name happens before any image is read."""
 
     def __init__(self, patterns: list[str], captions_path: str, captions_fmt: str, num_shards: int, done_shards=(),
-                 max_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS, *, todo: Todo | None = None,
+                 retry: RetryPolicy = ONE_TRY):
         super().__init__()
         self.patterns, self.captions = list(patterns), ReadCaptions(captions_path, captions_fmt)
-        self.num_shards, self.done = num_shards, tuple(done_shards)
-        self.max_side, self.max_pixels = max_side, max_pixels
+        self.num_shards, self.todo = num_shards, todo or Todo("", num_shards, done_shards)
+        self.max_side, self.max_pixels, self.retry = max_side, max_pixels, retry
 
     def expand(self, pbegin):
         captions = pbegin | "Captions" >> self.captions
@@ -354,9 +356,10 @@ class ReadCaptionedImages(beam.PTransform):
                   | "KeyByFileName" >> beam.Map(lambda metadata: (caption_key(metadata.path), metadata)))
         return ({"images": images, "captions": captions}
                 | "JoinByFileName" >> beam.CoGroupByKey()
-                | "CaptionsOfImage" >> beam.ParDo(CaptionsOfImage(self.num_shards, self.done))
+                | "CaptionsOfImage" >> beam.ParDo(CaptionsOfImage(self.num_shards, todo=self.todo))
                 | "Reshuffle" >> beam.Reshuffle()
-                | "Decode" >> beam.ParDo(DecodeCaptioned(self.num_shards, self.max_side, self.max_pixels)))
+                | "Decode" >> beam.ParDo(DecodeCaptioned(self.num_shards, self.max_side, self.max_pixels,
+                                                         self.retry)))
 
 
 class CaptionLabelsHandler(ItemModelHandler):

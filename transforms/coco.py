@@ -31,6 +31,7 @@ from inference.coco import (
 )
 from refset import storage
 from transforms.annotations import AnnotationError, resize_nearest
+from transforms.failures import ONE_TRY, RetryPolicy
 from transforms.handlers import apply_isolated
 from transforms.masks import segment_fields
 
@@ -185,11 +186,11 @@ class AnnotateCocoImage(beam.DoFn):
     stage = "label"
 
     def __init__(self, annotation_format: str, panoptic_dir: str | None = None, crowd: str = "skip",
-                 min_area: int = 0):
+                 min_area: int = 0, retry: RetryPolicy = ONE_TRY):
         if crowd not in CROWD_CHOICES:
             raise ValueError(f"crowd must be one of {CROWD_CHOICES}, got {crowd!r}")
         self.annotation_format, self.panoptic_dir = annotation_format, panoptic_dir
-        self.crowd, self.min_area = crowd, min_area
+        self.crowd, self.min_area, self.retry = crowd, min_area, retry
         self.regions_counter = beam.metrics.Metrics.counter("reme", "annotation_regions")
         self.crowd_skipped = beam.metrics.Metrics.counter("reme", "annotation_crowd_regions_skipped")
         self.placeholders_skipped = beam.metrics.Metrics.counter("reme", "annotation_placeholder_regions_skipped")
@@ -197,7 +198,7 @@ class AnnotateCocoImage(beam.DoFn):
     def process(self, item, records, categories):
         if item.get("failure") is None:
             item = dict(item)
-            apply_isolated([item], self.stage, lambda some: self.apply(some[0], records, categories))
+            apply_isolated([item], self.stage, lambda some: self.apply(some[0], records, categories), self.retry)
         yield item
 
     def apply(self, item: dict, records, categories: dict) -> None:

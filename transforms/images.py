@@ -12,9 +12,9 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
 from models.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, decode_image_sized
-from refset import storage
+from refset import staging, storage
 from refset.staging import shard_of
-from transforms.failures import failure_row
+from transforms.failures import ONE_TRY, RetryPolicy, call_with_retries, failure_row
 
 
 def is_image_path(path: str) -> bool:
@@ -55,10 +55,13 @@ def list_inputs(patterns: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------
 class DecodeImage(beam.DoFn):
     """ReadableFile -> item {uri, shard, image, width, height, source_width, source_height}: the image at the working
-    size, and the input's own upright size; unreadable/undecodable -> item with a failure row."""
+    size, and the input's own upright size; unreadable/undecodable -> item with a failure row. A transient read
+    error (network, storage) is tried again with `retry` before the image is given up."""
 
-    def __init__(self, num_shards: int, max_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, num_shards: int, max_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 retry: RetryPolicy = ONE_TRY):
         self.num_shards, self.max_side, self.max_pixels = num_shards, max_side, max_pixels
+        self.retry = retry
         self.images_read = beam.metrics.Metrics.counter("reme", "images_read")
         self.decode_failed = beam.metrics.Metrics.counter("reme", "images_failed_decode")
 
@@ -66,8 +69,8 @@ class DecodeImage(beam.DoFn):
         uri = readable.metadata.path
         item = {"uri": uri, "shard": shard_of(uri, self.num_shards), "failure": None}
         try:
-            data = readable.read()
-        except Exception as exc:  # permissions, vanished file, network: the run goes on without it
+            data = call_with_retries(readable.read, "read", self.retry)
+        except Exception as exc:  # permissions, vanished file, network down: the run goes on without it
             item["failure"] = failure_row(uri, "read", exc)
             self.decode_failed.inc()
             yield item
@@ -109,26 +112,55 @@ class MatchImages(beam.PTransform):
         )
 
 
+class Todo:
+    """Which listed images a run of the index job processes: every image of an uncommitted shard, and the images
+    that failed in a committed shard's latest generation (a re-run tries its failures again; refset.staging).
+
+    `failing` ({shard: latest generation}, from staging.failing_shards at launch) is all that travels in the job
+    graph; a worker reads a failing shard's failed URIs when it first meets that shard, once."""
+
+    def __init__(self, output: str, num_shards: int, done_shards=(), failing: dict[int, int] | None = None):
+        self.output, self.num_shards = output, num_shards
+        self.done, self.failing = frozenset(done_shards), dict(failing or {})
+        self._failed: dict[int, set[str]] = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_failed": {}}
+
+    def __call__(self, path: str) -> bool:
+        shard = shard_of(path, self.num_shards)
+        if shard not in self.done:
+            return True
+        generation = self.failing.get(shard)
+        if generation is None:
+            return False
+        if shard not in self._failed:
+            self._failed[shard] = staging.failed_uris(self.output, shard, generation)
+        return path in self._failed[shard]
+
+
 class ReadImages(beam.PTransform):
-    """Input patterns -> decoded image items, skipping shards already committed by an earlier run.
+    """Input patterns -> decoded image items, skipping shards already committed by an earlier run except their
+    failed images (`todo`, see Todo; default: every image outside `done_shards`).
 
     Reshuffle after matching spreads the reads over workers instead of leaving them on the matcher.
     """
 
     def __init__(self, patterns: list[str], num_shards: int, done_shards=(), max_side: int = 0,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, *, todo: Todo | None = None, retry: RetryPolicy = ONE_TRY):
         super().__init__()
         self.patterns = list(patterns)
-        self.num_shards, self.done = num_shards, frozenset(done_shards)
-        self.max_side, self.max_pixels = max_side, max_pixels
+        self.num_shards = num_shards
+        self.todo = todo or Todo("", num_shards, done_shards)
+        self.max_side, self.max_pixels, self.retry = max_side, max_pixels, retry
 
     def expand(self, pbegin):
-        num_shards, done = self.num_shards, self.done
+        todo = self.todo
         return (
             pbegin
             | "MatchImages" >> MatchImages(self.patterns)
-            | "SkipDoneShards" >> beam.Filter(lambda metadata: shard_of(metadata.path, num_shards) not in done)
+            | "SkipDoneShards" >> beam.Filter(lambda metadata: todo(metadata.path))
             | "Reshuffle" >> beam.Reshuffle()
             | "ReadMatches" >> fileio.ReadMatches()
-            | "Decode" >> beam.ParDo(DecodeImage(num_shards, self.max_side, self.max_pixels))
+            | "Decode" >> beam.ParDo(DecodeImage(self.num_shards, self.max_side, self.max_pixels, self.retry))
         )

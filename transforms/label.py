@@ -31,7 +31,7 @@ from models.config import ModelsConfig
 from models.images import DEFAULT_MAX_PIXELS
 from refset import storage
 from refset.reader import ReferenceSet
-from transforms.failures import failure_row
+from transforms.failures import ONE_TRY, RetryPolicy, failure_row
 from transforms.handlers import ItemDoFn, ItemModelHandler
 from transforms.images import DecodeImage, is_image_path
 
@@ -132,8 +132,8 @@ class SelectTodo(beam.DoFn):
 class ReadNamed(beam.DoFn):
     """(name, FileMetadata) -> decoded item (working size + the input's own size) carrying its output name."""
 
-    def __init__(self, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS):
-        self.decode = DecodeImage(1, max_side, max_pixels)
+    def __init__(self, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS, retry: RetryPolicy = ONE_TRY):
+        self.decode = DecodeImage(1, max_side, max_pixels, retry)
 
     def process(self, element):
         name, metadata = element
@@ -148,8 +148,9 @@ class ReadTodo(beam.PTransform):
 
     def __init__(self, patterns, roots, output: str, overlay: bool, max_side: int,
                  max_pixels: int = DEFAULT_MAX_PIXELS, only: frozenset[str] | None = None,
-                 count_todo: beam.DoFn | None = None, coco: bool = False):
+                 count_todo: beam.DoFn | None = None, coco: bool = False, retry: RetryPolicy = ONE_TRY):
         super().__init__()
+        self.retry = retry  # transient read errors are tried again
         self.patterns, self.roots, self.only = list(patterns), tuple(roots), only
         self.output, self.overlay, self.max_side, self.max_pixels = output, overlay, max_side, max_pixels
         self.count_todo = count_todo  # passes the images still to do through, counting them (a progress total)
@@ -172,7 +173,7 @@ class ReadTodo(beam.PTransform):
         items = (
             todo
             | "Reshuffle" >> beam.Reshuffle()
-            | "Decode" >> beam.ParDo(ReadNamed(self.max_side, self.max_pixels))
+            | "Decode" >> beam.ParDo(ReadNamed(self.max_side, self.max_pixels, self.retry))
         )
         return {"items": items, "refused": listed["refused"]}
 

@@ -74,7 +74,9 @@ class PairingModelHandler(ItemModelHandler):
     Both embeddings are computed so that a value never depends on which other images shared its batch (a resumed
     run must reproduce an uninterrupted one bit for bit, and batched matmuls of other shapes differ in the last
     bits): segment crops are embedded image by image (an image's crops still form large batches), and each label
-    text is embedded on its own once per worker and then served from a cache (a caption vocabulary saturates).
+    text is embedded on its own (its prompt templates in one forward pass: TextEncoder.encode_each) once per worker
+    and then served from a cache (a caption vocabulary saturates). The labels a batch needs that the cache lacks are
+    embedded together in that one call.
     """
 
     stage = "pair"
@@ -88,15 +90,21 @@ class PairingModelHandler(ItemModelHandler):
     def wants(self, item: dict) -> bool:
         return bool(np.any(item.get("keep", ()))) and bool(item.get("labels"))
 
-    def label_embedding(self, model, label: str) -> np.ndarray:
+    def label_embeddings(self, model, labels: list[str]) -> dict[str, np.ndarray]:
+        """{label: text embedding} for the labels of a batch; the ones not cached are embedded in one call."""
         cache = model.label_cache
-        if label not in cache:
-            if len(cache) >= self.LABEL_CACHE_SIZE:
+        missing = sorted({label for label in labels if label not in cache})
+        if missing:
+            if len(cache) + len(missing) > self.LABEL_CACHE_SIZE:
                 cache.clear()
-            cache[label] = np.asarray(model.text.encode([label]), dtype=np.float32)[0]
-        return cache[label]
+            cache.update(zip(missing, np.asarray(model.text.encode_each(missing), dtype=np.float32), strict=True))
+        return {label: cache[label] for label in labels}
+
+    def label_embedding(self, model, label: str) -> np.ndarray:
+        return self.label_embeddings(model, [label])[label]
 
     def apply(self, items: list[dict], model) -> None:
+        self.label_embeddings(model, [label for item in items for label in item["labels"]])
         for item in items:
             kept = np.flatnonzero(item["keep"])
             (segment_embeddings,) = model.clip.embed_segments([item["image"]], [masks_of(item, kept)])

@@ -2,7 +2,8 @@
 and schemas are refset.staging's).
 
 Every file is written temp-then-rename (storage.atomic_open); a staged shard's commit marker is written last,
-so a marker always means "all of this shard's staging files are complete".
+so a marker always means "all of this shard's staging files are complete". Images of committed shards that a re-run
+tries again (their earlier failures) are committed as a new generation of their shard (refset.staging).
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ log = logging.getLogger(__name__)
 
 
 class StageRows(beam.DoFn):
-    """item -> (shard, (kind, row)) for every staging row of the image; counts what happened to it."""
+    """item -> ((shard, generation), (kind, row)) for every staging row of the image; counts what happened to it.
+    Items of a shard committed earlier (`retried_shards`: failures tried again) go to this run's `generation`."""
 
-    def __init__(self, annotated: bool):
+    def __init__(self, annotated: bool, retried_shards=(), generation: int = 0):
         self.annotated = annotated
+        self.retried, self.generation = frozenset(retried_shards), generation
+        self.retried_images = beam.metrics.Metrics.counter("reme", "images_retried")
         counter = beam.metrics.Metrics.counter
         self.images_failed = counter("reme", "images_failed")
         self.images_done = counter("reme", "images_processed")
@@ -34,6 +38,9 @@ class StageRows(beam.DoFn):
 
     def process(self, item):
         rows = staging_rows(item, self.annotated)
+        key = (item["shard"], self.generation if item["shard"] in self.retried else 0)
+        if key[1]:
+            self.retried_images.inc()
         if rows["failures"]:
             self.images_failed.inc()
         else:
@@ -47,53 +54,57 @@ class StageRows(beam.DoFn):
             self.dropped[reason].inc()
         for kind, kind_rows in rows.items():
             for row in kind_rows:
-                yield item["shard"], (kind, row)
+                yield key, (kind, row)
 
 
 class WriteStagedShard(beam.DoFn):
-    """(shard, [(kind, row), ...]) -> writes the shard's staging files + marker; emits the shard id."""
+    """((shard, generation), [(kind, row), ...]) -> writes the staging files + markers; emits (shard, generation)."""
 
     def __init__(self, output: str):
         self.output = output
         self.committed = beam.metrics.Metrics.counter("reme", "shards_committed")
 
     def process(self, element):
-        shard, tagged = element
+        (shard, generation), tagged = element
         by_kind: dict[str, list[dict]] = {kind: [] for kind in staging.KINDS}
         for kind, row in tagged:
             by_kind[kind].append(row)
-        staging.write_staged_shard(self.output, shard, by_kind)
+        staging.write_staged_shard(self.output, shard, by_kind, generation)
         self.committed.inc()
-        yield shard
+        yield shard, generation
 
 
 class Commit(beam.PTransform):
     """Processed image items -> one committed staging shard per input shard (files, then the marker); emits the
-    committed shard ids. The boundary of resumability: a re-run skips every image of a committed shard."""
+    committed (shard, generation) pairs. The boundary of resumability: a re-run skips every image of a committed
+    shard except its failures, which it tries again and commits as generation `generation` of their shard."""
 
-    def __init__(self, output: str, annotated: bool):
+    def __init__(self, output: str, annotated: bool, retried_shards=(), generation: int = 0):
         super().__init__()
         self.output, self.annotated = output, annotated
+        self.retried_shards, self.generation = tuple(retried_shards), generation
 
     def expand(self, items):
         return (
             items
-            | "StageRows" >> beam.ParDo(StageRows(self.annotated))
+            | "StageRows" >> beam.ParDo(StageRows(self.annotated, self.retried_shards, self.generation))
             | "GroupByInputShard" >> beam.GroupByKey()
             | "WriteStagedShard" >> beam.ParDo(WriteStagedShard(self.output))
         )
 
 
 class ReadStagedShard(beam.DoFn):
-    """shard id -> its staged rows, tagged by kind (main output: pairs; `drops`, `failures` tagged).
+    """(shard id, committed generations) -> its merged staged rows (refset.staging.merge_generations), tagged by
+    kind (main output: pairs; `drops`, `failures` tagged). A bare shard id reads its first generation only.
 
     The `images` table is not needed by the global stage; the manifest counts it after the run."""
 
     def __init__(self, output: str):
         self.output = output
 
-    def process(self, shard):
-        staged = staging.read_staged_shard(self.output, shard)
+    def process(self, element):
+        shard, generations = element if isinstance(element, tuple) else (element, (0,))
+        staged = staging.read_staged_shard(self.output, shard, generations)
         for row in staged["pairs"]:
             yield row
         for kind in ("drops", "failures"):

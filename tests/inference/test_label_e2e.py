@@ -60,7 +60,7 @@ def test_label_then_evaluate_scores_high_and_reruns_skip(built, capsys):
     (inputs / "..odd name é.png").write_bytes((test / "images" / "test0000.png").read_bytes())
     out = root / "out"
     assert _label(["label", "--index", str(ref), "--classes", ",".join(CLASSES), str(inputs), str(out),
-                   "--overlay", "--no_progress"]) == 0
+                   "--overlay", "--no_progress", "--max_failure_rate", "0.5"]) == 0  # 1 failure of a few inputs
     printed = capsys.readouterr().out
     assert "failed 1" in printed and "broken.png" in printed
 
@@ -94,7 +94,7 @@ def test_label_then_evaluate_scores_high_and_reruns_skip(built, capsys):
     # A re-run skips every finished image and leaves them untouched.
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("test*.png")}
     assert _label(["label", "--index", str(ref), "--classes", ",".join(CLASSES), str(inputs), str(out),
-                   "--overlay", "--no_progress"]) == 0
+                   "--overlay", "--no_progress", "--max_failure_rate", "0.5"]) == 0  # 1 failure of a few inputs
     assert f"skipped {N_TEST + 1} already done" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("test*.png")} == mtimes
 

@@ -63,7 +63,7 @@ def test_nested_folder_outputs_mirror_inputs_at_their_own_size(scene_index, tmp_
     real_exists = storage.exists
     monkeypatch.setattr(storage, "exists", lambda path: exists_calls.append(path) or real_exists(path))
     argv = ["label", "--index", str(ref), "--classes", ",".join(CLASSES), str(inputs), str(out), "--overlay",
-            "--max_side", str(WORKING)]
+            "--max_side", str(WORKING), "--max_failure_rate", "0.5"]  # 1 refused name of 7 inputs
     assert _label(argv) == 0
     printed = capsys.readouterr().out
     assert "labelled 6 images, skipped 0 already done, failed 1" in printed, printed

@@ -19,7 +19,8 @@ from tests.support.coco import make_coco, only, panoptic_expected
 from .helpers import rows
 
 # Keep every annotated region: these tests are about what the annotations give, not about the group filter.
-KEEP_ALL = ("--outlier_mads", "100", "--min_label_count", "1", "--num_shards", "2", "--embedding_dtype", "float32")
+KEEP_ALL = ("--outlier_mads", "100", "--min_label_count", "1", "--num_shards", "2", "--embedding_dtype", "float32",
+            "--max_failure_rate", "0.5")  # the world's stray.jpg (1 of 4 inputs) fails by design
 
 
 def build(tiny_models, output: Path, *flags: str) -> tuple[dict, str]:

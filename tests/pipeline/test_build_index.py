@@ -29,7 +29,8 @@ def run_job(tiny_models, output: Path, *flags: str) -> dict:
 
 
 ANNOTATED_FLAGS = ("--label_source", "annotations", "--ignore_index", "0", "--num_shards", "3", "--min_label_count",
-                   "2", "--embedding_dtype", "float32")
+                   "2", "--embedding_dtype", "float32",
+                   "--max_failure_rate", "0.5")  # 3 of the world's 15 inputs fail by design
 
 
 @pytest.fixture(scope="module")

@@ -40,11 +40,11 @@ def test_killed_after_some_shard_commits_resumes_to_identical_rows(tiny_models, 
     real_write = staging.write_staged_shard
     commits = []
 
-    def dying_write(output, shard, rows_by_kind):
+    def dying_write(output, shard, rows_by_kind, generation=0):
         if len(commits) == 2:
             staging.write_rows(staging.staging_path(output, "pairs", shard), [], staging.pairs_staging_schema())
             raise Interrupted(f"killed while committing shard {shard}")
-        real_write(output, shard, rows_by_kind)
+        real_write(output, shard, rows_by_kind, generation)
         commits.append(shard)
 
     monkeypatch.setattr(staging, "write_staged_shard", dying_write)
@@ -58,10 +58,13 @@ def test_killed_after_some_shard_commits_resumes_to_identical_rows(tiny_models, 
     manifest = run_job(tiny_models, interrupted, root, source=source)
     assert snapshot(interrupted)["segments"] == snapshot(uninterrupted)["segments"]
     assert snapshot(interrupted) == snapshot(uninterrupted)
-    # committed shards were not read again: only the images of the other shards went through the models
+    # committed shards were not read again: only the images of the other shards went through the models, and the
+    # committed shards' failures (broken.png, when its shard was committed), which a re-run tries again
     done_images = sum(1 for p in (root / "images").iterdir() if staging.shard_of(str(p), 5) in commits)
+    broken_committed = int(staging.shard_of(str(root / "images" / "broken.png"), 5) in commits)
     metrics = manifest["run_metrics"]
-    assert metrics["images_read"] + metrics.get("images_failed_decode", 0) == 17 - done_images
+    assert manifest["run"]["images_retried"] == broken_committed
+    assert metrics["images_read"] + metrics.get("images_failed_decode", 0) == 17 - done_images + broken_committed
     assert manifest["run"]["resumed_shards"] == 2
     # a third run over a complete output redoes no image and changes nothing
     manifest = run_job(tiny_models, interrupted, root, source=source)

@@ -43,7 +43,9 @@ def matrix(tmp_path_factory) -> Matrix:
 @pytest.fixture(scope="session")
 def matrix_index(matrix, cache_dir, tmp_path_factory) -> Ran:
     output = tmp_path_factory.mktemp("matrix-index") / "ref"
-    result = run(build_index_argv(str(matrix.images), str(output), str(matrix.captions), cache_dir))
+    # The matrix is mostly bad files by design: no failure budget (--max_failure_rate 1).
+    result = run(build_index_argv(str(matrix.images), str(output), str(matrix.captions), cache_dir,
+                                  "--max_failure_rate", "1"))
     return Ran(output, result.returncode, result.stdout, result.stderr)
 
 
@@ -51,5 +53,6 @@ def matrix_index(matrix, cache_dir, tmp_path_factory) -> Ran:
 def matrix_labels(matrix, matrix_index, cache_dir, tmp_path_factory) -> Ran:
     assert matrix_index.returncode == 0, matrix_index.stderr[-3000:]
     output = tmp_path_factory.mktemp("matrix-labels") / "out"
-    result = run(label_argv(str(matrix_index.output), str(matrix.images), str(output), cache_dir, "--overlay"))
+    result = run(label_argv(str(matrix_index.output), str(matrix.images), str(output), cache_dir, "--overlay",
+                            "--max_failure_rate", "1"))
     return Ran(output, result.returncode, result.stdout, result.stderr)

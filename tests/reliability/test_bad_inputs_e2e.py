@@ -42,6 +42,7 @@ def test_index_job_accounts_for_every_bad_input(matrix, matrix_index):
             assert row["stage"] == case.stage, (case.name, row)
             assert re.search(case.reason, row["message"], re.IGNORECASE), (case.name, row["message"])
             assert row["error_type"] and "\n" not in row["message"]
+            assert row["kind"] == "bad_input", (case.name, row)  # unusable files: nothing to retry
 
     counts = json.loads((out / "manifest.json").read_text())["counts"]
     assert counts["images_in"] == len(inputs)
@@ -86,6 +87,7 @@ def test_label_job_accounts_for_every_bad_input(matrix, matrix_labels):
         row = failed.get(case.name)
         assert row is not None, f"{case.name} should be in failures"
         assert row["stage"] == case.stage and re.search(case.reason, row["message"], re.IGNORECASE), row
+        assert row["kind"] == "bad_input", row
 
     segments = pq.read_table(out / "segments").to_pylist()
     labelled = {}

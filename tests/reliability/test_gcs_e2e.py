@@ -18,6 +18,7 @@ from tests.reliability.helpers import assert_rows_match, base_env, build_index_a
 from tests.support.gcs import gcs_emulator, gcs_prefix  # noqa: F401  (pytest fixtures)
 
 pytestmark = pytest.mark.slow
+BUDGET = ("--max_failure_rate", "1")  # the bad-input matrix is mostly bad files, by design
 
 
 def _name(uri: str) -> str:
@@ -70,15 +71,17 @@ def gcs_runs(gcs_emulator, matrix, cache_dir, tmp_path_factory):  # noqa: F811
     fs.pipe_file(f"{base}/captions.jsonl", matrix.captions.read_bytes())
     env = base_env(gcs_emulator.env)
 
-    index = run(build_index_argv(f"{base}/images", f"{base}/ref", f"{base}/captions.jsonl", cache_dir), env=env)
-    labels = run(label_argv(f"{base}/ref", f"{base}/images", f"{base}/labels", cache_dir, "--overlay"), env=env)
+    index = run(build_index_argv(f"{base}/images", f"{base}/ref", f"{base}/captions.jsonl", cache_dir,
+                                 *BUDGET), env=env)
+    labels = run(label_argv(f"{base}/ref", f"{base}/images", f"{base}/labels", cache_dir, "--overlay", *BUDGET),
+                 env=env)
     local = tmp_path_factory.mktemp("from-gcs")
     fs.get(f"{base}/ref", str(local / "ref"), recursive=True)
     fs.get(f"{base}/labels", str(local / "labels"), recursive=True)
     leftovers = [p for p in fs.find(base) if _name(p).startswith(".tmp")]
     # The same labelling on local disk with the very index built on GCS: the label maps must be identical.
     local_labels = run(label_argv(str(local / "ref"), str(matrix.images), str(local / "local-labels"), cache_dir,
-                                  "--overlay"))
+                                  "--overlay", *BUDGET))
     assert local_labels.returncode == 0, local_labels.stderr[-3000:]
     return index, labels, local / "ref", local / "labels", leftovers
 
@@ -126,7 +129,7 @@ def test_labelling_on_gcs_matches_local(gcs_runs, matrix):
 def test_gcs_rerun_skips_everything(gcs_emulator, gcs_runs, matrix, cache_dir):  # noqa: F811
     """A second `reme label` into the same gs:// output finds every map done (listing through gcsfs works)."""
     base = gcs_emulator.url("e2e")
-    result = run(label_argv(f"{base}/ref", f"{base}/images", f"{base}/labels", cache_dir, "--overlay"),
+    result = run(label_argv(f"{base}/ref", f"{base}/images", f"{base}/labels", cache_dir, "--overlay", *BUDGET),
                  env=base_env(gcs_emulator.env))
     assert result.returncode == 0, result.stderr[-3000:]
     processed = sum(c.processed for c in matrix.cases)

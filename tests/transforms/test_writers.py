@@ -38,14 +38,17 @@ def test_staged_shard_round_trip_and_marker_written_last(tmp_path, monkeypatch):
     output = str(tmp_path)
     pair = {k: v for k, v in segment_row(1).items() if k not in ("label_id", "quality")}
     drop = records.drop_row(segment_row(2), "too_small")
-    failure = {"uri": "/b.png", "stage": "decode", "error_type": "ImageDecodeError", "message": "empty"}
+    failure = {"uri": "/b.png", "stage": "decode", "error_type": "ImageDecodeError", "message": "empty",
+               "kind": "bad_input"}
     image = {"uri": "/a.png", "width": 5, "height": 4, "segments": 2}
     order = []
     real_write = storage.write_bytes
     monkeypatch.setattr(storage, "write_bytes", lambda path, data: (order.append(path), real_write(path, data)))
     staging.write_staged_shard(output, 7, {"pairs": [pair], "drops": [drop], "failures": [failure], "images": [image]})
-    assert order[-1] == staging.done_marker(output, 7) and len(order) == 5
-    assert staging.done_shards(output) == [7]
+    # 4 staging files, the failure marker (the shard has a failure), then the commit marker
+    assert order[-1] == staging.done_marker(output, 7) and len(order) == 6
+    assert order[-2] == staging.failed_marker(output, 7)
+    assert staging.done_shards(output) == [7] and staging.failing_shards(output) == {7: 0}
     staged = staging.read_staged_shard(output, 7)
     assert staged["failures"] == [failure] and staged["images"] == [image]
     assert staged["drops"][0]["reason"] == "too_small" and staged["drops"][0]["label"] is None
