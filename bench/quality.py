@@ -22,8 +22,9 @@ split by the real index job (annotations source, tiny-random preset) and the tes
     python -m bench.quality --seeds 0 --n_train 24 --n_test 8 --skip synonyms,label_noise   # quick
     python -m bench.quality --workdir W --ks 1-32      # every k; a second run in W reuses its reference sets
 
-Rules compared: "neighbours" (the first rule, softmax(sim/0.1) votes), "per_label" (the default, m=2),
-"per_label_m1" (each label's nearest segment only: the k=1 decision at every k), "prototype" (one figure, k-independent).
+Rules compared: "neighbours" (the first rule, softmax(sim/0.1) votes), "per_label" (the default, m=1: each label's
+nearest segment, the k=1 decision at every k), "per_label_m2" (each label's two nearest segments, the earlier default),
+"prototype" (one figure, k-independent).
 Other rules measured while choosing (3 dev seeds, 1x/10x/5%-30% noise; see the notes of inference/scoring.py):
 class-balanced kernel votes (votes / label count, temperature fitted to the 4th-16th neighbour gap) stayed
 within 0.5-3.8 points of k=1 on the clean set; without the count division they lost up to 3.0 at 10x.
@@ -55,7 +56,7 @@ KS = (1, 2, 4, 8, 16, 32)
 RULES = {  # name -> LabelRequest overrides
     "neighbours": {"strategy": "neighbours"},
     "per_label": {"strategy": "per_label"},
-    "per_label_m1": {"strategy": "per_label", "segments_per_label": 1},
+    "per_label_m2": {"strategy": "per_label", "segments_per_label": 2},
 }
 
 
@@ -194,7 +195,7 @@ def summarise(tag: str, results: list[dict], args) -> None:
     row = {"figure": "summary", "world": tag, "seeds": [r["seed"] for r in results], "k": ks,
            "end_to_end_mIoU": round(float(np.mean([r["end_to_end"] for r in results])), 2),
            "per_label": [round(float(v), 2) for v in new], "neighbours": [round(float(v), 2) for v in old],
-           "per_label_m1": [round(float(v), 2) for v in mean("k_sweep", "per_label_m1")],
+           "per_label_m2": [round(float(v), 2) for v in mean("k_sweep", "per_label_m2")],
            "k1": None if k1 is None else round(float(k1), 2), "prototype": round(proto, 2),
            "per_label_minus_best_baseline": [round(float(v - baseline), 2) for v in new]}
     if all("imbalance" in r for r in results):
@@ -225,7 +226,8 @@ def scoring_cost(segments: int = 3200, k: int = 16, labels: int = 50_000, classe
     ids[:, 1::3] = ids[:, :1]  # some labels repeat among a segment's neighbours
     to_class = scoring.label_classes(table)  # once per request, outside the timing (the labeller does the same)
     rules = {"neighbours": lambda: scoring.neighbour_scores(sims, ids, table, 0.1),
-             "per_label": lambda: scoring.per_label_scores(sims, ids, table, 2, to_class)}
+             "per_label": lambda: scoring.per_label_scores(sims, ids, table, scoring.SEGMENTS_PER_LABEL,
+                                                                    to_class)}
     ms = {}
     for name, fn in rules.items():
         fn()

@@ -88,7 +88,8 @@ class LabelRequest:
     # neighbour-weighted rule) | "prototype" (FreeDA-style class prototypes)
     strategy: str = "per_label"
     k: int = 16  # reference segments retrieved per query segment
-    segments_per_label: int = 2  # per_label: a label's evidence is the mean similarity of its m nearest segments
+    # per_label: a label's evidence is the mean similarity of its m nearest retrieved segments
+    segments_per_label: int = scoring.SEGMENTS_PER_LABEL
     tau: float = 0.1  # neighbours: softmax temperature over neighbour similarities (per_label fits its own)
     threshold: float | None = None  # best score under it -> background class, or unlabelled
     ignore_value: int = 255

@@ -3,12 +3,11 @@ under a 10x imbalance of the reference set, and under label noise. Reference set
 job; the test split's masks and embeddings are computed once with the index's own models and re-scored by the
 labeller (the code `reme label` runs).
 
-Seed 21 is none of the dev seeds the rule was chosen on. Margins come from the dev-seed measurement
-(bench/quality.py, 3 seeds, 64 train / 32 test images): the per-label rule stayed within 0.8 mIoU points of the
-better of k=1 and prototype at every k from 1 to 32 (mean; up to 1.4 on one seed), moved by at most 1.3 at 10x
-imbalance (neighbour-weighted rule: up to 2.7, 4.6 on one seed), and with 5% of the train regions relabelled wrongly beat k=1 at k=16 on
-every seed (+0.4, +8.7, +2.2; +0.3 on this world when written). This world is smaller (48 / 16), hence noisier:
-the margins below are 2 points, except the noise check, which is a plain comparison.
+Seed 21 is none of the dev seeds the rule was chosen on. The default (per_label, m=1) decides by each label's
+nearest segment, so it must never fall below the better of k=1 and prototypes, at any k (the issue's rule, exactly).
+Imbalance: measured on the dev seeds (bench/quality.py, 3 seeds, 64 train / 32 test) the default fell by at most
+0.5 mIoU points at 10x sky; this world is smaller (48 / 16), hence noisier, so the margin below is the issue's
+2 points. With 5% of the train regions relabelled wrongly the default must do no worse than the k=1 decision.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ def test_default_is_as_good_as_k1_and_prototypes_at_every_k(measured):
     clean = measured["x1"]
     best = max(clean["neighbours"][0], clean["prototype"])  # the k=1 decision and the prototype rule
     for k, got in zip(KS, clean["per_label"], strict=True):
-        assert got >= best - MARGIN, (k, got, best)
+        assert got >= best - 0.01, (k, got, best)  # the issue's rule, exactly (0.01: rounding of the mIoU)
     # The first rule loses ground as k grows; the default does not (measured: 39.5 vs 47.3 at k=32, seed 0).
     assert clean["per_label"][-1] >= clean["neighbours"][-1]
 
@@ -62,7 +61,7 @@ def test_default_holds_when_the_frequent_class_is_ten_times_as_frequent(measured
         assert one - ten <= MARGIN, (k, one, ten)
 
 
-def test_default_outlasts_k1_with_five_percent_wrong_reference_labels(measured):
+def test_default_is_no_worse_than_k1_with_five_percent_wrong_reference_labels(measured):
     noisy = measured["noisy"]
     assert noisy["per_label"][KS.index(16)] >= noisy["neighbours"][0], noisy
 
@@ -80,7 +79,7 @@ def test_quality_bench_prints_every_figure(tmp_path, capsys):
     assert set(figures) == {"scoring_cost", "world", "end_to_end", "k_sweep", "imbalance", "label_noise", "synonyms",
                             "summary"}
     assert figures["end_to_end"]["exit"] == 0 and 0 <= figures["end_to_end"]["mIoU"] <= 100
-    assert set(figures["k_sweep"]) >= {"neighbours", "per_label", "per_label_m1", "prototype"}
+    assert set(figures["k_sweep"]) >= {"neighbours", "per_label", "per_label_m2", "prototype"}
     assert len(figures["k_sweep"]["per_label"]) == 2
     assert figures["imbalance"]["sky_segments_10x"] > figures["imbalance"]["sky_segments_1x"]
     assert {"exact", "synonyms", "gap"} <= set(figures["synonyms"]["per_label"])
