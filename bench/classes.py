@@ -25,15 +25,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bench.worlds import add_world_args, chosen_worlds, work_dir
 from inference import datasets
 from inference.labeller import LabelRequest
 from inference.metrics import ConfusionMatrix
@@ -120,24 +119,14 @@ def run_world(tag: str, seed: int, style, args, work: Path, cache: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", default=",".join(map(str, hard.DEV_SEEDS)))
-    ap.add_argument("--held_out", action="store_true")
-    ap.add_argument("--n_train", type=int, default=64)
-    ap.add_argument("--n_test", type=int, default=32)
+    add_world_args(ap)
     ap.add_argument("--texts", default="clip,minilm", help="comma list of: clip (tiny-random CLIP), minilm")
     ap.add_argument("--thresholds", default=",".join(map(str, THRESHOLDS)))
-    ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
     args.texts = {t.strip() for t in args.texts.split(",") if t.strip()}
     args.thresholds = [float(t) for t in args.thresholds.split(",")]
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="reme-classes-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        if args.held_out:
-            worlds = [("held_out", hard.HELD_OUT["seed"], hard.HELD_OUT["style"])]
-        else:
-            worlds = [("dev", int(s), hard.DEFAULT_STYLE) for s in args.seeds.split(",")]
+    with work_dir(args.workdir, "reme-classes-") as work:
+        worlds = chosen_worlds(args)
         results = [run_world(tag, seed, style, args, work, str(work / "cache")) for tag, seed, style in worlds]
         for key in results[0]:
             mean = {m: np.mean([[r[m] for r in res[key]] for res in results], axis=0) for m in ("mIoU", "background")}
@@ -148,9 +137,6 @@ def main(argv: list[str] | None = None) -> int:
                   "background_iou": [round(float(v), 2) for v in mean["background"]],
                   "best_threshold": args.thresholds[best], "best_mIoU": round(float(mean["mIoU"][best]), 2),
                   "default_threshold": datasets.BACKGROUND_THRESHOLDS["voc21"]})
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -35,13 +35,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from bench.worlds import work_dir
 from inference.labeller import LabelRequest
 from refset import staging
 from tests.worlds import hard
@@ -194,20 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=None, help="keep worlds and reference sets here and reuse them")
     args = ap.parse_args(argv)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="reme-filter-quality-"))
-    work.mkdir(parents=True, exist_ok=True)
     results = []
-    try:
+    with work_dir(args.workdir, "reme-filter-quality-") as work:
         for tag, seed, n_train in parse_worlds(args.worlds):
             results.append(run_world(tag, seed, n_train or args.n_train, args, work, str(work / "cache")))
         summary = {name: {metric: round(float(np.mean([r[name][metric] for r in results])), 3)
                           for metric in results[0][name]} for name in ("first", "shipped", "oracle_support")}
         emit({"figure": "summary", "worlds": args.worlds, **summary,
               "targets": {"clean_drop_max": 0.05, "precision_min": 0.9, "recall_min": 0.8}})
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

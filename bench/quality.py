@@ -36,15 +36,13 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.worlds import add_world_args, chosen_worlds, work_dir
 from inference.labeller import LabelRequest
 from models.config import TextEncoderConfig
 from models.text import build_text_encoder
@@ -242,35 +240,20 @@ def scoring_cost(segments: int = 3200, k: int = 16, labels: int = 50_000, classe
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", default=",".join(map(str, hard.DEV_SEEDS)), help="dev world seeds")
-    ap.add_argument("--held_out", action="store_true", help="evaluate the held-out variant instead (run it last)")
-    ap.add_argument("--n_train", type=int, default=64)
-    ap.add_argument("--n_test", type=int, default=32)
+    add_world_args(ap)
     ap.add_argument("--ks", default=",".join(map(str, KS)), help='k values: "1,2,4" or a range "1-32"')
     ap.add_argument("--imbalance", type=float, default=10.0)
     ap.add_argument("--label_noise", type=float, default=0.05)
     ap.add_argument("--skip", default="", help="comma list of: imbalance,label_noise,synonyms")
-    ap.add_argument("--workdir", default=None,
-                    help="keep the worlds and reference sets here, and reuse those already built (default: a temp dir)")
     args = ap.parse_args(argv)
     args.ks = parse_ks(args.ks)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="reme-quality-"))
-    work.mkdir(parents=True, exist_ok=True)
-    cache = str(work / "cache")
-    try:
+    with work_dir(args.workdir, "reme-quality-") as work:
         scoring_cost()
-        if args.held_out:
-            worlds = [("held_out", hard.HELD_OUT["seed"], hard.HELD_OUT["style"])]
-        else:
-            worlds = [("dev", int(s), hard.DEFAULT_STYLE) for s in args.seeds.split(",")]
-        results = [run_world(tag, seed, style, args, work, cache) for tag, seed, style in worlds]
+        worlds = chosen_worlds(args)
+        results = [run_world(tag, seed, style, args, work, str(work / "cache")) for tag, seed, style in worlds]
         summarise(worlds[0][0], results, args)
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -27,14 +27,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from bench.worlds import add_world_args, chosen_worlds, work_dir
 from inference import retrieval, scoring
 from inference.labeller import LabelRequest
 from inference.metrics import ConfusionMatrix
@@ -120,21 +118,13 @@ def sweep(ref: ReferenceSet, feats, text) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", default=",".join(map(str, hard.DEV_SEEDS)))
-    ap.add_argument("--held_out", action="store_true")
-    ap.add_argument("--n_train", type=int, default=64)
-    ap.add_argument("--n_test", type=int, default=32)
+    add_world_args(ap)
     ap.add_argument("--skip", default="", help="comma list of: noisy, x10")
-    ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="reme-rules-"))
-    cache = str(work / "cache")
-    worlds = ([("held_out", hard.HELD_OUT["seed"], hard.HELD_OUT["style"])] if args.held_out
-              else [("dev", int(s), hard.DEFAULT_STYLE) for s in args.seeds.split(",")])
-    try:
-        for tag, seed, style in worlds:
+    with work_dir(args.workdir, "reme-rules-") as work:
+        cache = str(work / "cache")
+        for tag, seed, style in chosen_worlds(args):
             root = work / f"{tag}-{seed}"
             variants = {"x1": {}, "noisy": {"label_noise": 0.05}, "x10": {"imbalance": 10.0}}
             refs = {}
@@ -150,9 +140,6 @@ def main(argv: list[str] | None = None) -> int:
             for name, ref in refs.items():
                 emit({"figure": "k_sweep", "world": tag, "seed": seed, "reference": name, "k": list(KS),
                       **sweep(ref, feats, text)})
-    finally:
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
