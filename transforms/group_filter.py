@@ -93,6 +93,22 @@ class Bank:
             object.__setattr__(self, "_codes", (names, np.array([index[x] for x in self.labels], dtype=np.int64)))
         return self.__dict__["_codes"]
 
+    @property
+    def code_of(self) -> dict[str, int]:
+        if "_code_of" not in self.__dict__:
+            object.__setattr__(self, "_code_of", {name: i for i, name in enumerate(self.codes[0])})
+        return self.__dict__["_code_of"]
+
+    @property
+    def rows_of(self) -> dict[str, list[int]]:
+        """segment_id -> its bank rows (one per label it was paired with)."""
+        if "_rows_of" not in self.__dict__:
+            rows: dict[str, list[int]] = {}
+            for i, sid in enumerate(self.ids):
+                rows.setdefault(sid, []).append(i)
+            object.__setattr__(self, "_rows_of", rows)
+        return self.__dict__["_rows_of"]
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Step functions (shared by filter_pairs and the Beam shell)
@@ -137,10 +153,11 @@ def claim(embedding, segment_id: str, label: str, bank: Bank, neighbours: int) -
     """The highest support any *other* label of the bank gives this pair (-inf when the bank has none)."""
     if len(bank.ids) == 0:
         return -math.inf
-    names, codes = bank.codes
+    _, codes = bank.codes
     sims = bank.reference @ np.asarray(embedding, dtype=np.float64)
-    usable = np.array([sid != segment_id for sid in bank.ids]) & (codes != names.index(label) if label in names
-                                                                   else True)
+    own = bank.code_of.get(label)
+    usable = codes != own if own is not None else np.ones(len(codes), dtype=bool)
+    usable[bank.rows_of.get(segment_id, [])] = False  # the segment itself (under another label) claims nothing
     if not usable.any():
         return -math.inf
     sims, codes = sims[usable], codes[usable]
