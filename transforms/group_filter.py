@@ -11,7 +11,7 @@ outlier when it is atypical of its own label AND another label claims it.
             Neighbours, not one mean: a label may have several looks ("man"); each look only has to be shared
             by a few members to support them.
   own       s_own(x) against the label's reference sample: its members of the `sample_size` smallest stable
-            ranks (sha1 of segment_id) — the whole group unless it is larger; joined to the pairs BY KEY.
+            ranks (sha1 of segment_id + label) — the whole group unless larger; joined to the pairs BY KEY.
   typical   the label's cut = median - outlier_mads * 1.4826 * MAD of its reference members' own supports
             (leave-one-out). Median and MAD ignore up to half of the group being wrong, so a contaminated group
             does not hide its wrong members (the mean - k*sd cut of the first design did).
