@@ -1,7 +1,7 @@
 """Dedup and group-based filtering (ReME's data enhancing, first step): judge each pair by its label's group.
 
 Dedup: pairs with the same *content* — the decoded image's pixels (records.image_digest), the mask (COCO RLE
-counts) and the label — are one pair; the one with the smallest segment_id is kept, the others are dropped as
+counts) and the label — are one pair; the copy whose file name sorts first is kept, the others are dropped as
 "duplicate". No float is involved, so batch composition, hardware and precision cannot change the key.
 
 Group filter, the rule chosen by measurement (bench/filter_quality.py; README "group filter"): a pair is an
@@ -249,8 +249,9 @@ def content_key(row: dict) -> str:
 
 
 def split_duplicates(rows: list[dict]) -> tuple[dict, list[dict]]:
-    """The row with the smallest segment_id is kept; the others are duplicates of it."""
-    ordered = sorted(rows, key=lambda r: (r["segment_id"], r["image_uri"]))
+    """One row is kept, the others are its duplicates: the one whose file name sorts first (then full URI, then
+    segment_id), so a dataset copied to another place (local, gs://) keeps the same copies."""
+    ordered = sorted(rows, key=lambda r: (r["image_uri"].rsplit("/", 1)[-1], r["image_uri"], r["segment_id"]))
     return ordered[0], ordered[1:]
 
 
