@@ -131,9 +131,9 @@ def add_index_flags(parser: argparse.ArgumentParser) -> None:
     add_worker_flags(parser, pairing=True)
     # quality filtering
     add("--outlier_mads", type=float, default=GroupFilterConfig.outlier_mads,
-        help="group filter cut: a pair is an outlier when its support (mean cosine to its --filter_neighbours "
-             "nearest members of the same label) is below the label's median support minus this many robust "
-             "standard deviations (1.4826 x MAD)")
+        help="group filter: a pair is an outlier when its support (mean cosine to its --filter_neighbours "
+             "nearest members of its label) is below the label's median support minus this many robust standard "
+             "deviations (1.4826 x MAD) AND another label supports it more (transforms/group_filter.py)")
     add("--filter_neighbours", type=int, default=GroupFilterConfig.neighbours,
         help="members of its own label a pair must look like (a label may have several looks)")
     add("--filter_sample", type=int, default=GroupFilterConfig.sample_size,

@@ -1,7 +1,7 @@
 """Dedup and group-based filtering (ReME's data enhancing, first step): judge each pair by its label's group.
 
 Dedup: pairs with the same *content* — the decoded image's pixels (records.image_digest), the mask (COCO RLE
-counts) and the label — are one pair; the one with the smallest segment_id is kept, the others are dropped as
+counts) and the label — are one pair; the copy whose file name sorts first is kept, the others are dropped as
 "duplicate". No float is involved, so batch composition, hardware and precision cannot change the key.
 
 Group filter, the rule chosen by measurement (bench/filter_quality.py; README "group filter"): a pair is an
@@ -11,7 +11,7 @@ outlier when it is atypical of its own label AND another label claims it.
             Neighbours, not one mean: a label may have several looks ("man"); each look only has to be shared
             by a few members to support them.
   own       s_own(x) against the label's reference sample: its members of the `sample_size` smallest stable
-            ranks (sha1 of segment_id) — the whole group unless it is larger; joined to the pairs BY KEY.
+            ranks (sha1 of segment_id + label) — the whole group unless larger; joined to the pairs BY KEY.
   typical   the label's cut = median - outlier_mads * 1.4826 * MAD of its reference members' own supports
             (leave-one-out). Median and MAD ignore up to half of the group being wrong, so a contaminated group
             does not hide its wrong members (the mean - k*sd cut of the first design did).
@@ -93,6 +93,22 @@ class Bank:
             object.__setattr__(self, "_codes", (names, np.array([index[x] for x in self.labels], dtype=np.int64)))
         return self.__dict__["_codes"]
 
+    @property
+    def code_of(self) -> dict[str, int]:
+        if "_code_of" not in self.__dict__:
+            object.__setattr__(self, "_code_of", {name: i for i, name in enumerate(self.codes[0])})
+        return self.__dict__["_code_of"]
+
+    @property
+    def rows_of(self) -> dict[str, list[int]]:
+        """segment_id -> its bank rows (one per label it was paired with)."""
+        if "_rows_of" not in self.__dict__:
+            rows: dict[str, list[int]] = {}
+            for i, sid in enumerate(self.ids):
+                rows.setdefault(sid, []).append(i)
+            object.__setattr__(self, "_rows_of", rows)
+        return self.__dict__["_rows_of"]
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Step functions (shared by filter_pairs and the Beam shell)
@@ -137,10 +153,11 @@ def claim(embedding, segment_id: str, label: str, bank: Bank, neighbours: int) -
     """The highest support any *other* label of the bank gives this pair (-inf when the bank has none)."""
     if len(bank.ids) == 0:
         return -math.inf
-    names, codes = bank.codes
+    _, codes = bank.codes
     sims = bank.reference @ np.asarray(embedding, dtype=np.float64)
-    usable = np.array([sid != segment_id for sid in bank.ids]) & (codes != names.index(label) if label in names
-                                                                   else True)
+    own = bank.code_of.get(label)
+    usable = codes != own if own is not None else np.ones(len(codes), dtype=bool)
+    usable[bank.rows_of.get(segment_id, [])] = False  # the segment itself (under another label) claims nothing
     if not usable.any():
         return -math.inf
     sims, codes = sims[usable], codes[usable]
@@ -232,8 +249,9 @@ def content_key(row: dict) -> str:
 
 
 def split_duplicates(rows: list[dict]) -> tuple[dict, list[dict]]:
-    """The row with the smallest segment_id is kept; the others are duplicates of it."""
-    ordered = sorted(rows, key=lambda r: (r["segment_id"], r["image_uri"]))
+    """One row is kept, the others are its duplicates: the one whose file name sorts first (then full URI, then
+    segment_id), so a dataset copied to another place (local, gs://) keeps the same copies."""
+    ordered = sorted(rows, key=lambda r: (r["image_uri"].rsplit("/", 1)[-1], r["image_uri"], r["segment_id"]))
     return ordered[0], ordered[1:]
 
 

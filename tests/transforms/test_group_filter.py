@@ -173,7 +173,10 @@ def test_dedup_keys_by_content_not_float_bits():
     assert content_key(base) == content_key(copy)
     assert len({content_key(r) for r in (base, other_label, other_mask, other_image)}) == 4
     unique, duplicates = dedup_rows([copy, base, other_label, other_mask, other_image])
-    assert [r["segment_id"] for r in duplicates] == ["b-00000"]  # the smallest segment_id is kept
+    assert [r["segment_id"] for r in duplicates] == ["b-00000"]  # /x/a.png is kept: its file name sorts first
+    moved = [{**r, "image_uri": "gs://bucket" + r["image_uri"], "segment_id": "z" + r["segment_id"]}
+             for r in (copy, base)]
+    assert [r["image_uri"] for r in dedup_rows(moved)[1]] == ["gs://bucket/y/b.png"]  # same choice elsewhere
     with BeamTestPipeline() as p:
         kept, dropped = p | beam.Create([copy, base, other_label, other_mask, other_image]) | "Dedup" >> Dedup()
         assert_that(kept | beam.Map(lambda r: (r["segment_id"], r["label"])),
