@@ -93,7 +93,8 @@ def end_to_end(ref: Path, test: Path, work: Path) -> dict:
     result = json.loads(result_json.read_text())
     run = json.loads((out / "run.json").read_text())
     return {"command": "reme " + " ".join(argv), "exit": code, "seconds": round(seconds, 1),
-            "strategy": run.get("strategy"), "k": run.get("k"), "mIoU": result["mIoU"],
+            "strategy": run["request"]["strategy"], "k": run["request"]["k"],
+            "segments_per_label": run["request"]["segments_per_label"], "mIoU": result["mIoU"],
             "per_class_iou": result["per_class_iou"], "images": result["images"]}
 
 
