@@ -66,7 +66,7 @@ from refset.index.plan import (  # noqa: E402
     train_size_for,
 )
 from refset.index.shards import embeddings, gather, list_shards, read_shard  # noqa: E402
-from refset.index.tune import drop_self, recall_at_k, set_search_params, tune  # noqa: E402
+from refset.index.tune import exact_answers, per_query_recall, recall_at_k, set_search_params, tune  # noqa: E402
 
 __all__ = [
     "FLAT_MAX_VECTORS",
@@ -76,8 +76,10 @@ __all__ = [
     "RecallTargetMissed",
     "build_index",
     "choose_index",
+    "exact_answers",
     "load_index",
     "parse_memory",
+    "per_query_recall",
     "recall_at_k",
     "search",
     "set_search_params",
@@ -143,7 +145,8 @@ def build_index(
 
     # Add shard by shard; the exact neighbours of the queries come from the same pass (no second read).
     t0 = time.perf_counter()
-    heap = faiss.ResultHeap(n_queries, k + 1, keep_max=True)
+    width = 2 * k + 1  # the top k, the query's own row, and room for ties of the k-th neighbour
+    heap = faiss.ResultHeap(n_queries, width, keep_max=True)
     lists = np.empty(n, dtype=np.int64) if assignment == "exact" else None  # kept for rebuilds with other codes
     id_parts = []
     for shard in shards:
@@ -154,9 +157,9 @@ def build_index(
             if lists is not None:
                 lists[shard.start : shard.start + shard.rows] = shard_lists
             _build.add(index, x, shard_lists)
-            scores, local = faiss.knn(queries, x, min(k + 1, len(x)), metric=faiss.METRIC_INNER_PRODUCT)
-            if local.shape[1] < k + 1:  # pad a tiny shard to the heap's width
-                pad = k + 1 - local.shape[1]
+            scores, local = faiss.knn(queries, x, min(width, len(x)), metric=faiss.METRIC_INNER_PRODUCT)
+            if local.shape[1] < width:  # pad a tiny shard to the heap's width
+                pad = width - local.shape[1]
                 scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
                 local = np.pad(local, ((0, 0), (0, pad)), constant_values=-1)
             heap.add_result(np.ascontiguousarray(scores, dtype=np.float32),
@@ -168,7 +171,7 @@ def build_index(
     add_seconds = time.perf_counter() - t0
     if index.ntotal != n:
         raise RuntimeError(f"index holds {index.ntotal} vectors, expected {n}")
-    exact = drop_self(heap.I, query_pos, k)
+    exact = exact_answers(heap.I, heap.D, query_pos, k)
 
     def tuned(idx: faiss.Index, p: IndexPlan) -> tuple[dict[str, int], list[dict[str, Any]], dict[str, Any]]:
         step("tune", 0, 1)

@@ -3,7 +3,8 @@
 Recall is measured leave-one-out on `held_out_queries` stored vectors drawn at random: each is searched for k+1
 neighbours in both the index and an exact inner-product search over the same vectors (streamed shard by shard,
 during the add pass); the query's own row is removed from both lists, the first k kept, recall@k =
-|approx ∩ exact| / k. Removing the self-match makes each query behave like a new segment from the data's
+|approx ∩ exact| / k, where a vector exactly as similar as the k-th exact neighbour (a tie: duplicates are common
+in reference sets) counts as right too, so a Flat index always measures 1.0. Removing the self-match makes each query behave like a new segment from the data's
 distribution (the real labelling case) without holding anything out of the index; adding noise instead would not
 do that in high dimension (the noisy query's nearest stored vector is still itself). The tuner takes the cheapest
 nprobe/efSearch (and, with a refine stage, k_factor_rf) whose one-sided 95% lower confidence bound on recall
@@ -22,6 +23,7 @@ import numpy as np
 
 from refset.index.plan import REFINE_K_FACTORS, IndexPlan
 
+TIE_TOLERANCE = 1e-6  # similarities this close to the k-th neighbour's are ties (float32 inner products)
 RECALL_PLATEAU = 0.005
 REFINE_PARAM = "k_factor_rf"  # faiss.ParameterSpace's name for IndexRefine.k_factor
 
@@ -52,11 +54,30 @@ def drop_self(ids: np.ndarray, self_pos: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(ids, order, axis=1)[:, :k]
 
 
+def exact_answers(ids: np.ndarray, sims: np.ndarray, self_pos: np.ndarray, k: int,
+                  tie_tolerance: float = TIE_TOLERANCE) -> np.ndarray:
+    """The right answers per query from an exact search of width > k: its own row removed, the first k, then every
+    further candidate as similar as the k-th (within `tie_tolerance`), -1 elsewhere. Vectors that tie with the k-th
+    neighbour (duplicates are common in reference sets) are equally right, so an index that returns one of them
+    instead of the one exact search happened to list is not wrong."""
+    not_self = ids != self_pos[:, None]
+    order = np.argsort(~not_self, axis=1, kind="stable")  # the same reordering as drop_self
+    ids = np.take_along_axis(ids, order, axis=1)[:, : ids.shape[1] - 1]
+    sims = np.take_along_axis(sims, order, axis=1)[:, : ids.shape[1]]
+    kth = sims[:, min(k, ids.shape[1]) - 1 : min(k, ids.shape[1])]
+    rank = np.arange(ids.shape[1])[None, :]
+    right = (rank < k) | (sims >= kth - tie_tolerance)
+    return np.where(right & (ids >= 0), ids, -1)
+
+
 def per_query_recall(approx: np.ndarray, exact: np.ndarray) -> np.ndarray:
-    """|approx ∩ exact| / |exact| per query (-1 entries in `exact` are absent neighbours)."""
+    """Share of the k right answers found, per query: approx [Q, k] against `exact` [Q, >= k] (its first k columns
+    are the exact top k; further columns, from `exact_answers`, are ties of the k-th; -1 = absent)."""
+    k = approx.shape[1]
     valid = exact >= 0
-    hits = ((approx[:, :, None] == exact[:, None, :]) & valid[:, None, :]).any(axis=1).sum(axis=1)
-    return hits / np.maximum(valid.sum(axis=1), 1)
+    hits = ((approx[:, :, None] == exact[:, None, :]) & valid[:, None, :]).any(axis=2).sum(axis=1)
+    wanted = valid[:, :k].sum(axis=1)
+    return np.minimum(hits, wanted) / np.maximum(wanted, 1)
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:

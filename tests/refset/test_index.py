@@ -21,8 +21,10 @@ from refset.index import (
     RecallTargetMissed,
     build_index,
     choose_index,
+    exact_answers,
     load_index,
     parse_memory,
+    per_query_recall,
     search,
 )
 
@@ -213,6 +215,29 @@ def test_tuned_recall_meets_target_on_clustered_data(tmp_path):
     _, approx = search(index, x[qpos], 11)
     hits = [len((set(a) - {p}) & (set(e[e != p][:10]))) / 10 for a, e, p in zip(approx, exact, qpos, strict=True)]
     assert np.mean(hits) >= 0.88  # fresh queries, so allow a little sampling noise around the 0.9 target
+
+
+def test_duplicate_vectors_are_ties_not_misses(tmp_path):
+    """A reference set with many identical embeddings (the same look under several labels): exact search may list
+    any of the tied copies, so a Flat index must still measure recall 1.0 and meet any target."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((20, 16)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    x = np.repeat(base, 6, axis=0)  # 120 vectors, every one with 5 identical twins
+    write_shards(tmp_path, x, [60, 60])
+    info = build_index(str(tmp_path), recall_target=0.999, k=10, held_out_queries=100)
+    assert info["index_key"] == "Flat"
+    assert info["recall_at_k"] == 1.0 and info["recall_target_met"]
+
+
+def test_recall_counts_ties_of_the_kth_neighbour_and_nothing_beyond():
+    ids = np.array([[7, 1, 2, 3, 4]])  # exact search of width 2k+1 for query row 7 (its own row first), k = 2
+    sims = np.array([[1.0, 0.9, 0.8, 0.8, 0.5]], dtype=np.float32)
+    exact = exact_answers(ids, sims, np.array([7]), k=2)
+    assert exact.tolist() == [[1, 2, 3, -1]]  # 3 ties with the 2nd neighbour; 4 does not
+    assert per_query_recall(np.array([[1, 3]]), exact).tolist() == [1.0]
+    assert per_query_recall(np.array([[1, 4]]), exact).tolist() == [0.5]
+    assert per_query_recall(np.array([[2, 3]]), exact).tolist() == [1.0]
 
 
 def test_info_has_one_key_per_fact(tmp_path):
