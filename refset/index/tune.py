@@ -47,11 +47,14 @@ def search_params_for(plan_param: str | None, value: int | None, index: faiss.In
     return params
 
 
+def _self_last(ids: np.ndarray, self_pos: np.ndarray) -> np.ndarray:
+    """Per query, the column order that moves its own row to the end and keeps the rest in order."""
+    return np.argsort(ids == self_pos[:, None], axis=1, kind="stable")
+
+
 def drop_self(ids: np.ndarray, self_pos: np.ndarray, k: int) -> np.ndarray:
     """Remove each query's own row from its result list (keeping order), then keep the first k."""
-    not_self = ids != self_pos[:, None]
-    order = np.argsort(~not_self, axis=1, kind="stable")  # non-self entries first, original order kept
-    return np.take_along_axis(ids, order, axis=1)[:, :k]
+    return np.take_along_axis(ids, _self_last(ids, self_pos), axis=1)[:, :k]
 
 
 def exact_answers(ids: np.ndarray, sims: np.ndarray, self_pos: np.ndarray, k: int,
@@ -60,13 +63,12 @@ def exact_answers(ids: np.ndarray, sims: np.ndarray, self_pos: np.ndarray, k: in
     further candidate as similar as the k-th (within `tie_tolerance`), -1 elsewhere. Vectors that tie with the k-th
     neighbour (duplicates are common in reference sets) are equally right, so an index that returns one of them
     instead of the one exact search happened to list is not wrong."""
-    not_self = ids != self_pos[:, None]
-    order = np.argsort(~not_self, axis=1, kind="stable")  # the same reordering as drop_self
-    ids = np.take_along_axis(ids, order, axis=1)[:, : ids.shape[1] - 1]
-    sims = np.take_along_axis(sims, order, axis=1)[:, : ids.shape[1]]
-    kth = sims[:, min(k, ids.shape[1]) - 1 : min(k, ids.shape[1])]
-    rank = np.arange(ids.shape[1])[None, :]
-    right = (rank < k) | (sims >= kth - tie_tolerance)
+    order = _self_last(ids, self_pos)
+    width = ids.shape[1] - 1
+    ids = np.take_along_axis(ids, order, axis=1)[:, :width]
+    sims = np.take_along_axis(sims, order, axis=1)[:, :width]
+    kth = sims[:, min(k, width) - 1 : min(k, width)]
+    right = (np.arange(width)[None, :] < k) | (sims >= kth - tie_tolerance)
     return np.where(right & (ids >= 0), ids, -1)
 
 

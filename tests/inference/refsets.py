@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refset import schema
+from refset.reader import ReferenceSet
 
 VISUAL_INFO = {"model_id": "test/visual", "revision": None, "kind": "dinov2", "dim": 8}
 TEXT_INFO = {"model_id": "test/text", "revision": None, "kind": "clip", "dim": 4}
@@ -107,3 +108,12 @@ def write_reference_set(
     }
     (root / schema.MANIFEST).write_text(json.dumps(manifest))
     return root
+
+
+def pets_reference_set(root: Path):
+    """Two visual clusters labelled "dog" and "cat" (label text = axes 0 and 1): (ReferenceSet, cluster centres)."""
+    rng = np.random.default_rng(0)
+    centres = unit(rng.normal(size=(2, 8)))
+    visual = np.concatenate([centres[0] + 0.03 * rng.normal(size=(6, 8)), centres[1] + 0.03 * rng.normal(size=(6, 8))])
+    return ReferenceSet.open(str(write_reference_set(root, visual, [0] * 6 + [1] * 6, ["dog", "cat"],
+                                                     np.eye(2, 4)))), centres

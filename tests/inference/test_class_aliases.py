@@ -18,7 +18,7 @@ from PIL import Image
 from inference import datasets, scoring
 from inference.labeller import ClassListError, Labeller, LabelRequest, parse_class_aliases, parse_classes
 from refset.reader import ReferenceSet
-from tests.inference.refsets import unit, write_reference_set
+from tests.inference.refsets import pets_reference_set, unit
 from tests.worlds import hard
 
 
@@ -88,12 +88,7 @@ class RecordingEncoder:
 
 @pytest.fixture
 def pets(tmp_path):
-    """Two visual clusters labelled "dog" and "cat"; their label text is axes 0 and 1."""
-    rng = np.random.default_rng(0)
-    centres = unit(rng.normal(size=(2, 8)))
-    visual = np.concatenate([centres[0] + 0.03 * rng.normal(size=(6, 8)), centres[1] + 0.03 * rng.normal(size=(6, 8))])
-    root = write_reference_set(tmp_path / "ref", visual, [0] * 6 + [1] * 6, ["dog", "cat"], np.eye(2, 4))
-    return ReferenceSet.open(str(root)), centres
+    return pets_reference_set(tmp_path / "ref")
 
 
 @pytest.mark.parametrize("strategy", ["per_label", "neighbours", "prototype"])
